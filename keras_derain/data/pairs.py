@@ -1,0 +1,232 @@
+"""Paired (rainy, clean) photos on disk: finding them, checking them, and a tf.data pipeline.
+
+Two layouts are read:
+
+- The Raindrop dataset (Qian et al., CVPR 2018): ``root/data/N_rain.png`` with
+  ``root/gt/N_clean.png`` (PNG or JPEG). ``root`` may also be the dataset folder
+  holding ``train/``, ``test_a/`` and ``test_b/``, chosen by ``split``.
+- A generic layout: two folders (``rainy/`` and ``clean/``, or ``input/`` and
+  ``target/``, ...) whose files match by stem, e.g. ``rainy/0042.jpg`` with
+  ``clean/0042.png``.
+"""
+
+from pathlib import Path
+import re
+
+import tensorflow as tf
+
+from keras_derain.data.augment import element_seeds, random_crop_flip, to_signed
+from keras_derain.data.images import DatasetError, check_images, decode_rgb, list_images, natural_key
+
+RAINDROP_SPLITS = ("train", "test_a", "test_b")
+# Folder names of the generic layout, as (rainy, clean).
+GENERIC_FOLDERS = (("rainy", "clean"), ("rain", "clean"), ("input", "target"), ("input", "gt"))
+_RAINDROP_NAME = re.compile(r"^(?P<key>.+?)_(?P<kind>rain|clean)$", re.IGNORECASE)
+
+
+def _raindrop_key(path, kind):
+    match = _RAINDROP_NAME.match(path.stem)
+    if not match or match.group("kind").lower() != kind:
+        raise DatasetError(f"{path}: expected a name like N_{kind}{path.suffix} in the Raindrop layout")
+    return match.group("key")
+
+
+def _match(rainy_files, clean_files, rainy_key, clean_key):
+    rainy_by_key = {rainy_key(path): path for path in rainy_files}
+    clean_by_key = {clean_key(path): path for path in clean_files}
+    for key, path in rainy_by_key.items():
+        if key not in clean_by_key:
+            raise DatasetError(f"{path}: no clean partner in {clean_files[0].parent}")
+    for key, path in clean_by_key.items():
+        if key not in rainy_by_key:
+            raise DatasetError(f"{path}: no rainy partner in {rainy_files[0].parent}")
+    keys = sorted(rainy_by_key, key=natural_key)
+    return [(rainy_by_key[key], clean_by_key[key]) for key in keys]
+
+
+def _resolve_root(root, split):
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    if split is not None:
+        split_root = root / split
+        if not split_root.is_dir():
+            present = [name for name in RAINDROP_SPLITS if (root / name).is_dir()]
+            raise DatasetError(
+                f"{root}: no split {split!r} here (found: {', '.join(present) or 'none'})"
+            )
+        return split_root
+    if not (root / "data").is_dir() and any((root / name).is_dir() for name in RAINDROP_SPLITS):
+        present = [name for name in RAINDROP_SPLITS if (root / name).is_dir()]
+        raise DatasetError(f"{root}: holds splits {', '.join(present)}; choose one with split=")
+    return root
+
+
+def find_pairs(root, split=None):
+    """List the (rainy, clean) file pairs under ``root``, in natural order.
+
+    Args:
+        root: a Raindrop-layout folder (``data/`` + ``gt/``), the dataset folder
+            holding ``train/``, ``test_a/``, ``test_b/`` (then give ``split``), or a
+            generic folder with ``rainy/`` + ``clean/`` (or ``input/`` + ``target/``)
+            whose files match by stem.
+        split: sub-folder of ``root`` to read, e.g. ``"test_a"``.
+
+    Returns:
+        list of ``(rainy_path, clean_path)`` tuples of ``pathlib.Path``, sorted by
+        the number in the name (``2`` before ``10``).
+
+    Raises:
+        DatasetError: the folder does not exist, holds no pairs, or a file has no partner.
+
+    Example:
+        >>> from keras_derain.data import find_pairs
+        >>> pairs = find_pairs("Raindrop", split="test_a")  # doctest: +SKIP
+        >>> pairs[0]  # doctest: +SKIP
+        (PosixPath('Raindrop/test_a/data/0_rain.png'), PosixPath('Raindrop/test_a/gt/0_clean.png'))
+    """
+    folder = _resolve_root(root, split)
+    if (folder / "data").is_dir() or (folder / "gt").is_dir():
+        for name in ("data", "gt"):
+            if not (folder / name).is_dir():
+                raise DatasetError(f"{folder}: Raindrop layout needs both data/ and gt/; {name}/ is missing")
+        rainy_files = list_images(folder / "data")
+        clean_files = list_images(folder / "gt")
+        return _match(
+            rainy_files,
+            clean_files,
+            lambda path: _raindrop_key(path, "rain"),
+            lambda path: _raindrop_key(path, "clean"),
+        )
+    for rainy_name, clean_name in GENERIC_FOLDERS:
+        if (folder / rainy_name).is_dir() and (folder / clean_name).is_dir():
+            rainy_files = list_images(folder / rainy_name)
+            clean_files = list_images(folder / clean_name)
+            return _match(rainy_files, clean_files, lambda path: path.stem, lambda path: path.stem)
+    layouts = ", ".join(f"{rainy}/+{clean}/" for rainy, clean in GENERIC_FOLDERS)
+    raise DatasetError(f"{folder}: no pairs found; expected data/+gt/ (Raindrop layout) or {layouts}")
+
+
+def check_pairs(pairs):
+    """Decode every image once and check that both images of each pair have one size.
+
+    Returns:
+        list of ``(height, width)``, one per pair.
+
+    Raises:
+        DatasetError: an unreadable or corrupt file, or a pair of two sizes.
+    """
+    if not pairs:
+        raise DatasetError("no pairs to read")
+    files = [path for pair in pairs for path in pair]
+    sizes = check_images(files)
+    shapes = []
+    for (rainy, clean), rainy_size, clean_size in zip(pairs, sizes[0::2], sizes[1::2]):
+        if rainy_size != clean_size:
+            raise DatasetError(
+                f"{rainy} is {rainy_size[0]}x{rainy_size[1]} but its partner {clean} is "
+                f"{clean_size[0]}x{clean_size[1]}"
+            )
+        shapes.append((rainy_size[1], rainy_size[0]))
+    return shapes
+
+
+def paired_dataset(
+    root,
+    split=None,
+    *,
+    crop_size=None,
+    batch_size=1,
+    shuffle=False,
+    augment=False,
+    resize_jitter=1.0,
+    seed=None,
+    cache=False,
+    repeat=False,
+    drop_remainder=None,
+):
+    """A ``tf.data.Dataset`` of ``(rainy, clean)`` batches, float32 in [-1, 1], NHWC.
+
+    Every file is decoded once in Python first (:func:`check_pairs`), so a
+    missing partner, a corrupt file or a pair of two sizes fails here, naming the
+    file, and not later inside the graph. The pipeline itself is pure TensorFlow:
+    parallel decoding (``AUTOTUNE``) and ``prefetch``.
+
+    Args:
+        root, split: where the pairs are; see :func:`find_pairs`.
+        crop_size: side of a random square crop, cut from the *same* window of both
+            images (training). ``None`` keeps whole images (evaluation); then all
+            images must have one size when ``batch_size > 1``.
+        batch_size: images per batch.
+        shuffle: shuffle the pairs each epoch.
+        augment: random horizontal flip (of both images together).
+        resize_jitter: scale both images by a random factor in ``[1, resize_jitter]``
+            before cropping (needs ``crop_size``).
+        seed: makes shuffling, crops and flips reproducible.
+        cache: keep decoded images in memory after the first epoch.
+        repeat: repeat forever (for ``fit(steps_per_epoch=...)``).
+        drop_remainder: drop a last short batch; defaults to ``crop_size is not None``.
+
+    Example:
+        >>> from keras_derain.data import paired_dataset
+        >>> train = paired_dataset("Raindrop", "train", crop_size=256, batch_size=8,
+        ...                        shuffle=True, augment=True, seed=0)  # doctest: +SKIP
+        >>> rainy, clean = next(iter(train))  # doctest: +SKIP
+        >>> rainy.shape  # doctest: +SKIP
+        TensorShape([8, 256, 256, 3])
+    """
+    if crop_size is not None and (not isinstance(crop_size, int) or crop_size <= 0):
+        raise ValueError(f"crop_size must be a positive integer or None, got {crop_size!r}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if resize_jitter < 1.0:
+        raise ValueError(f"resize_jitter must be >= 1, got {resize_jitter!r}")
+    if resize_jitter > 1.0 and crop_size is None:
+        raise ValueError("resize_jitter needs crop_size (whole images keep their size)")
+
+    pairs = find_pairs(root, split)
+    shapes = check_pairs(pairs)
+    if crop_size is None and batch_size > 1 and len(set(shapes)) > 1:
+        sizes = ", ".join(f"{w}x{h}" for h, w in sorted(set(shapes)))
+        raise DatasetError(
+            f"{root}: images of several sizes ({sizes}) cannot be batched whole; "
+            "use batch_size=1 or crop_size"
+        )
+    if drop_remainder is None:
+        drop_remainder = crop_size is not None
+
+    rainy_paths = [str(rainy) for rainy, _ in pairs]
+    clean_paths = [str(clean) for _, clean in pairs]
+    dataset = tf.data.Dataset.from_tensor_slices((rainy_paths, clean_paths))
+    dataset = dataset.map(
+        lambda rainy, clean: tf.concat([decode_rgb(rainy), decode_rgb(clean)], axis=-1),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    if cache:
+        dataset = dataset.cache()
+    if shuffle:
+        dataset = dataset.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+
+    if crop_size is not None or augment:
+
+        def transform(seeds, stacked):
+            stacked = tf.cast(stacked, tf.float32)
+            if crop_size is None:
+                return tf.image.stateless_random_flip_left_right(stacked, seeds)
+            return random_crop_flip(
+                stacked, crop_size, seeds, flip=augment, resize_jitter=resize_jitter
+            )
+
+        dataset = tf.data.Dataset.zip(element_seeds(seed), dataset)
+        dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+
+    dataset = dataset.map(
+        lambda stacked: (to_signed(stacked[..., :3]), to_signed(stacked[..., 3:])),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.prefetch(tf.data.AUTOTUNE)

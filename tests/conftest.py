@@ -1,0 +1,39 @@
+"""Shared test helpers: tiny image folders, and the optional ../shared data."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data():
+    """``../shared/data``, or skip: a fresh clone has no ``../shared``."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent (a fresh clone has none)")
+    return SHARED_DATA
+
+
+def random_image(height, width, seed=0):
+    """A uint8 RGB array with structure (a gradient plus noise)."""
+    rng = np.random.default_rng(seed)
+    gradient = np.linspace(0, 200, width)[None, :, None] + np.linspace(0, 50, height)[:, None, None]
+    noise = rng.integers(0, 56, (height, width, 3))
+    return np.clip(gradient + noise, 0, 255).astype(np.uint8)
+
+
+def write_raindrop_layout(root, count=3, size=(48, 40), suffix=".png"):
+    """Write ``count`` pairs as ``root/data/N_rain`` + ``root/gt/N_clean``; returns root."""
+    width, height = size
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "gt").mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        Image.fromarray(random_image(height, width, seed=index)).save(root / "data" / f"{index}_rain{suffix}")
+        Image.fromarray(random_image(height, width, seed=100 + index)).save(root / "gt" / f"{index}_clean{suffix}")
+    return root
