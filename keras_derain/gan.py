@@ -1,0 +1,237 @@
+"""DerainGAN: a conditional GAN trainer as a subclassed ``keras.Model``.
+
+It trains any generator ``rainy -> clean`` against any discriminator called as
+``discriminator([rainy, candidate])`` that returns logits of any shape (one per
+image for the cGAN, one per patch for Pix2Pix's PatchGAN), with ``fit``,
+``evaluate`` and ``predict`` as usual.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_derain.metrics import PSNR, SSIM
+
+
+@keras.saving.register_keras_serializable(package="keras_derain")
+class DerainGAN(keras.Model):
+    """A conditional GAN for deraining: Pix2Pix's objective with the study's penalties.
+
+    The discriminator learns on ``(rainy, clean)`` as real and ``(rainy,
+    generated)`` as fake; the generator learns from the adversarial loss (target:
+    real) plus ``l1_weight`` times the L1 distance to the clean image.
+
+    One train step runs the generator forward once: the discriminator's and the
+    generator's gradients both come from that pass (as in the TensorFlow Pix2Pix
+    tutorial). ``g_steps > 1`` adds generator-only updates after it.
+
+    Args:
+        generator: a Keras model ``rainy -> clean``, images in [-1, 1].
+        discriminator: a Keras model called as ``discriminator([rainy, candidate])``
+            returning logits.
+
+    Example:
+        >>> import keras
+        >>> from keras_derain import DerainGAN
+        >>> from keras_derain.models import pix2pix_generator, pix2pix_discriminator
+        >>> gan = DerainGAN(pix2pix_generator(base_channels=8),
+        ...                 pix2pix_discriminator(base_channels=8))
+        >>> gan.compile(keras.optimizers.Adam(2e-4, beta_1=0.5),
+        ...             keras.optimizers.Adam(2e-4, beta_1=0.5), real_label=0.9, fake_label=0.1)
+        >>> # gan.fit(paired_dataset(...), epochs=...)
+
+    Reference:
+        Isola et al., "Image-to-Image Translation with Conditional Adversarial
+        Networks", CVPR 2017.
+    """
+
+    def __init__(self, generator, discriminator, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+        self.g_adv_tracker = keras.metrics.Mean(name="g_adv")
+        self.g_l1_tracker = keras.metrics.Mean(name="g_l1")
+        self.d_acc_tracker = keras.metrics.Mean(name="d_acc")
+        self.l1_tracker = keras.metrics.Mean(name="l1")
+        self.image_metrics = [PSNR(), SSIM()]
+
+    def compile(
+        self,
+        g_optimizer,
+        d_optimizer,
+        *,
+        adversarial_loss=None,
+        l1_weight=100.0,
+        real_label=1.0,
+        fake_label=0.0,
+        label_flip_rate=0.0,
+        g_steps=1,
+        metrics=None,
+        **kwargs,
+    ):
+        """Set the two optimizers, the losses and the discriminator penalties.
+
+        Args:
+            g_optimizer, d_optimizer: one optimizer per network; each updates only
+                its own network's variables.
+            adversarial_loss: a Keras loss on logits; default binary cross-entropy
+                from logits. It is called as ``loss(targets, logits)`` and should
+                average over everything it is given.
+            l1_weight: weight of the L1 term in the generator's loss (100 in Pix2Pix;
+                0 for a purely adversarial cGAN).
+            real_label, fake_label: the discriminator's targets; 0.9 / 0.1 are the
+                study's soft labels. The generator's adversarial target is always 1.
+            label_flip_rate: probability, per image, of swapping the two targets for
+                the discriminator (the study names 0.05-0.1).
+            g_steps: generator updates per discriminator update.
+            metrics: image-quality metrics on ``(clean, generated)`` in [-1, 1];
+                default PSNR and SSIM on RGB.
+        """
+        super().compile(**kwargs)
+        if g_steps < 1 or int(g_steps) != g_steps:
+            raise ValueError(f"g_steps must be a positive integer, got {g_steps!r}")
+        if not 0.0 <= label_flip_rate <= 1.0:
+            raise ValueError(f"label_flip_rate must be in [0, 1], got {label_flip_rate!r}")
+        for name, value in (("real_label", real_label), ("fake_label", fake_label)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        if l1_weight < 0:
+            raise ValueError(f"l1_weight must be >= 0, got {l1_weight!r}")
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        self.adversarial_loss = adversarial_loss or keras.losses.BinaryCrossentropy(from_logits=True)
+        self.l1_weight = float(l1_weight)
+        self.real_label = float(real_label)
+        self.fake_label = float(fake_label)
+        self.label_flip_rate = float(label_flip_rate)
+        self.g_steps = int(g_steps)
+        if metrics is not None:
+            self.image_metrics = list(metrics)
+
+    @property
+    def metrics(self):
+        return [
+            self.d_loss_tracker,
+            self.g_loss_tracker,
+            self.g_adv_tracker,
+            self.g_l1_tracker,
+            self.d_acc_tracker,
+            self.l1_tracker,
+            *self.image_metrics,
+        ]
+
+    def call(self, rainy, training=False):
+        """The generator, always in inference mode (dropout and batch norm frozen)."""
+        return self.generator(rainy, training=False)
+
+    # -- losses -----------------------------------------------------------------------------
+
+    def _replica_mean(self, loss):
+        """Scale a local mean so that the all-reduced SUM of gradients is a global mean."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return loss / tf.cast(replicas, loss.dtype) if replicas > 1 else loss
+
+    def _targets(self, logits, value):
+        return tf.fill(tf.shape(logits), tf.cast(value, logits.dtype))
+
+    def discriminator_loss(self, real_logits, fake_logits):
+        """Half the sum of the real and fake terms (as in Pix2Pix), with soft and flipped targets."""
+        real_logits = tf.cast(real_logits, tf.float32)
+        fake_logits = tf.cast(fake_logits, tf.float32)
+        real_targets = self._targets(real_logits, self.real_label)
+        fake_targets = self._targets(fake_logits, self.fake_label)
+        if self.label_flip_rate > 0.0:
+            batch = tf.shape(real_logits)[0]
+            flip_shape = tf.concat([[batch], tf.ones([tf.rank(real_logits) - 1], tf.int32)], 0)
+            flip = keras.random.uniform(flip_shape, seed=self.seed_generator) < self.label_flip_rate
+            real_targets, fake_targets = (
+                tf.where(flip, fake_targets, real_targets),
+                tf.where(flip, real_targets, fake_targets),
+            )
+        real_loss = self.adversarial_loss(real_targets, real_logits)
+        fake_loss = self.adversarial_loss(fake_targets, fake_logits)
+        return 0.5 * (real_loss + fake_loss)
+
+    def generator_losses(self, clean, generated, fake_logits):
+        """Returns ``(total, adversarial, l1)``; the adversarial target is real (1)."""
+        fake_logits = tf.cast(fake_logits, tf.float32)
+        adversarial = self.adversarial_loss(self._targets(fake_logits, 1.0), fake_logits)
+        l1 = tf.reduce_mean(tf.abs(tf.cast(clean, tf.float32) - tf.cast(generated, tf.float32)))
+        return adversarial + self.l1_weight * l1, adversarial, l1
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _gradients(self, optimizer, tape, loss, model):
+        return tape.gradient(optimizer.scale_loss(self._replica_mean(loss)), model.trainable_variables)
+
+    def train_step(self, data):
+        rainy, clean = data[0], data[1]
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            generated = self.generator(rainy, training=True)
+            real_logits = self.discriminator([rainy, clean], training=True)
+            fake_logits = self.discriminator([rainy, generated], training=True)
+            d_loss = self.discriminator_loss(real_logits, fake_logits)
+            g_loss, g_adv, g_l1 = self.generator_losses(clean, generated, fake_logits)
+        # Both gradients from the one forward pass, then both updates.
+        d_gradients = self._gradients(self.d_optimizer, d_tape, d_loss, self.discriminator)
+        g_gradients = self._gradients(self.g_optimizer, g_tape, g_loss, self.generator)
+        self.d_optimizer.apply(d_gradients, self.discriminator.trainable_variables)
+        self.g_optimizer.apply(g_gradients, self.generator.trainable_variables)
+
+        d_acc = 0.5 * (
+            tf.reduce_mean(tf.cast(real_logits > 0, tf.float32))
+            + tf.reduce_mean(tf.cast(fake_logits < 0, tf.float32))
+        )
+        for _ in range(self.g_steps - 1):
+            with tf.GradientTape() as g_tape:
+                generated = self.generator(rainy, training=True)
+                fake_logits = self.discriminator([rainy, generated], training=True)
+                g_loss, g_adv, g_l1 = self.generator_losses(clean, generated, fake_logits)
+            g_gradients = self._gradients(self.g_optimizer, g_tape, g_loss, self.generator)
+            self.g_optimizer.apply(g_gradients, self.generator.trainable_variables)
+
+        self.d_loss_tracker.update_state(d_loss)
+        self.g_loss_tracker.update_state(g_loss)
+        self.g_adv_tracker.update_state(g_adv)
+        self.g_l1_tracker.update_state(g_l1)
+        self.d_acc_tracker.update_state(d_acc)
+        generated = tf.cast(generated, tf.float32)
+        for metric in self.image_metrics:
+            metric.update_state(clean, generated)
+        return {
+            metric.name: metric.result()
+            for metric in self.metrics
+            if metric is not self.l1_tracker
+        }
+
+    def test_step(self, data):
+        rainy, clean = data[0], data[1]
+        generated = tf.cast(self.generator(rainy, training=False), tf.float32)
+        self.l1_tracker.update_state(tf.reduce_mean(tf.abs(tf.cast(clean, tf.float32) - generated)))
+        for metric in self.image_metrics:
+            metric.update_state(clean, generated)
+        return {metric.name: metric.result() for metric in (*self.image_metrics, self.l1_tracker)}
+
+    def predict_step(self, data):
+        rainy = data[0] if isinstance(data, (tuple, list)) else data
+        return self.generator(rainy, training=False)
+
+    # -- serialisation ----------------------------------------------------------------------
+
+    def get_config(self):
+        return {
+            "generator": keras.saving.serialize_keras_object(self.generator),
+            "discriminator": keras.saving.serialize_keras_object(self.discriminator),
+            "seed": self.seed,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
+        config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
+        return cls(**config)
