@@ -1,0 +1,173 @@
+"""Synthetic training pairs: clean photos with raindrops rendered on the fly.
+
+The clean photos are checked in Python before the pipeline is built (a bad file
+fails with a :class:`DatasetError` that names it); inside the pipeline every
+step is a TensorFlow op: decode, crop and flip per image, then raindrops are
+rendered once per batch, which vectorises best.
+"""
+
+from pathlib import Path
+import warnings
+
+import tensorflow as tf
+
+from keras_derain.data.augment import element_seeds, random_crop_flip
+from keras_derain.data.images import (
+    IMAGE_SUFFIXES,
+    DatasetError,
+    check_images,
+    decode_rgb,
+    list_images,
+    natural_key,
+)
+from keras_derain.data import raindrops
+
+BUILTIN_FOLDER = Path(__file__).resolve().parent / "builtin"
+
+
+def builtin_clean_images():
+    """Paths of the built-in clean photos (ten Kodak images, 512x341 JPEG; see ``builtin/README.md``).
+
+    Example:
+        >>> len(builtin_clean_images())
+        10
+    """
+    return list_images(BUILTIN_FOLDER)
+
+
+def clean_image_paths(clean_source=None):
+    """Resolve and check the clean photos of :func:`synthetic_dataset`.
+
+    Args:
+        clean_source: ``None`` (the built-in photos), a folder, or a list of
+            image paths. In a folder, files without an image suffix
+            (``.png .jpg .jpeg .bmp .gif``) are skipped with a warning that names
+            them, since stray notes and thumbnails are common there; hidden
+            files are skipped silently.
+
+    Returns:
+        The list of paths, every one fully decoded once by PIL.
+
+    Raises:
+        DatasetError: a missing or empty folder, an empty list, or a file that
+            is not a readable image (the message names it).
+
+    Example:
+        >>> paths = clean_image_paths()  # the built-in photos
+        >>> paths[0].suffix
+        '.jpg'
+    """
+    if clean_source is None:
+        paths = builtin_clean_images()
+    elif isinstance(clean_source, (str, Path)):
+        folder = Path(clean_source)
+        paths = list_images(folder)
+        skipped = sorted(
+            (
+                path.name
+                for path in folder.iterdir()
+                if path.is_file()
+                and not path.name.startswith(".")
+                and path.suffix.lower() not in IMAGE_SUFFIXES
+            ),
+            key=natural_key,
+        )
+        if skipped:
+            warnings.warn(
+                f"{folder}: skipping {len(skipped)} file(s) that are not images by suffix: "
+                f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}",
+                stacklevel=3,
+            )
+    else:
+        paths = [Path(path) for path in clean_source]
+        if not paths:
+            raise DatasetError("clean_source is an empty list of images")
+    check_images(paths)
+    return paths
+
+
+def synthetic_dataset(
+    clean_source=None,
+    *,
+    crop_size=256,
+    batch_size=8,
+    seed=None,
+    repeat=True,
+    shuffle=True,
+    raindrop_options=None,
+    resize_jitter=1.0,
+    cache=True,
+):
+    """A ``tf.data.Dataset`` of ``(rainy, clean)`` batches with raindrops rendered on the fly.
+
+    Each element is a random ``crop_size`` square (flipped at random) of a clean
+    photo; drops from :func:`~keras_derain.data.raindrops.render_raindrops` are
+    drawn anew every time, so no two epochs see the same pairs.
+
+    Args:
+        clean_source: ``None`` for the built-in photos, a folder, or a list of
+            paths (see :func:`clean_image_paths`).
+        crop_size: side of the square crops; smaller photos are scaled up.
+        batch_size: pairs per batch.
+        seed: an int makes the whole stream reproducible; ``None`` is random.
+        repeat: cycle forever (training); if ``False``, one pass over the
+            photos, one crop each, the last batch possibly smaller.
+        shuffle: shuffle the photos (every pass).
+        raindrop_options: a ``RaindropOptions`` or a dict of its fields.
+        resize_jitter: scale each photo by a random factor in ``[1, resize_jitter]``
+            before cropping.
+        cache: keep the decoded photos in memory (small sets); turn off for
+            large folders.
+
+    Returns:
+        Batches of ``(rainy, clean)``, float32 in ``[-1, 1]``, shape
+        ``[batch, crop_size, crop_size, 3]``.
+
+    Raises:
+        DatasetError: no images, or a file that is not a readable image.
+        ValueError: a bad raindrop option (the message names it).
+
+    Example:
+        >>> dataset = synthetic_dataset(crop_size=64, batch_size=2, seed=1)
+        >>> rainy, clean = next(iter(dataset))
+        >>> rainy.shape
+        TensorShape([2, 64, 64, 3])
+    """
+    if crop_size < 1 or batch_size < 1:
+        raise ValueError(f"crop_size and batch_size must be positive, got {crop_size}, {batch_size}")
+    if resize_jitter < 1.0:
+        raise ValueError(f"resize_jitter must be >= 1, got {resize_jitter}")
+    options = _resolve_options(raindrop_options)
+    paths = [str(path) for path in clean_image_paths(clean_source)]
+
+    photos = tf.data.Dataset.from_tensor_slices(paths).map(decode_rgb, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        photos = photos.cache()
+    if shuffle:
+        photos = photos.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        photos = photos.repeat()
+
+    def crop(photo, element_seed):
+        clean = tf.cast(photo, tf.float32) / 255.0
+        clean = random_crop_flip(clean, crop_size, element_seed, resize_jitter=resize_jitter)
+        return clean, element_seed
+
+    def add_drops(clean, batch_seeds):
+        # One render per batch; its seed comes from the batch's first element,
+        # folded so it does not repeat that element's crop seed.
+        drop_seed = tf.random.experimental.stateless_fold_in(batch_seeds[0], 1)
+        rainy = raindrops.render_raindrops(clean, seed=drop_seed, options=options)
+        return rainy * 2.0 - 1.0, clean * 2.0 - 1.0
+
+    pairs = tf.data.Dataset.zip(photos, element_seeds(seed))
+    pairs = pairs.map(crop, num_parallel_calls=tf.data.AUTOTUNE)
+    pairs = pairs.batch(batch_size, drop_remainder=repeat)
+    pairs = pairs.map(add_drops, num_parallel_calls=tf.data.AUTOTUNE)
+    return pairs.prefetch(tf.data.AUTOTUNE)
+
+
+def _resolve_options(options):
+    if isinstance(options, dict):
+        return raindrops.raindrop_options(**options)
+    return raindrops.raindrop_options(options)

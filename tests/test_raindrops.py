@@ -1,0 +1,119 @@
+"""Tests for the raindrop renderer: determinism, exactness outside drops, options."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_derain.data.raindrops import RaindropOptions, raindrop_options, render_raindrops
+
+from conftest import random_image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def clean_batch(count=2, height=48, width=64):
+    return np.float32([random_image(height, width, seed=index) / 255.0 for index in range(count)])
+
+
+def test_batch_and_single_image_shapes_and_range():
+    clean = clean_batch()
+    rainy, mask = render_raindrops(clean, seed=1, return_mask=True)
+    assert rainy.shape == (2, 48, 64, 3) and mask.shape == (2, 48, 64, 1)
+    single, single_mask = render_raindrops(clean[0], seed=1, return_mask=True)
+    assert single.shape == (48, 64, 3) and single_mask.shape == (48, 64, 1)
+    for image in (rainy, mask, single):
+        assert image.dtype == tf.float32
+        assert 0.0 <= float(tf.reduce_min(image)) and float(tf.reduce_max(image)) <= 1.0
+    assert float(tf.reduce_max(mask)) > 0.0, "the defaults must draw some drops"
+
+
+def test_same_seed_same_drops_other_seed_other_drops():
+    clean = clean_batch()
+    first = render_raindrops(clean, seed=7).numpy()
+    np.testing.assert_array_equal(first, render_raindrops(clean, seed=7).numpy())
+    np.testing.assert_array_equal(first, render_raindrops(clean, seed=tf.constant([7, 0x5EED])).numpy())
+    assert not np.array_equal(first, render_raindrops(clean, seed=8).numpy())
+
+
+def test_pixels_outside_the_drops_are_exact_copies():
+    clean = clean_batch(count=3)
+    rainy, mask = render_raindrops(clean, seed=3, return_mask=True, density=0.3)
+    rainy, mask = rainy.numpy(), mask.numpy()[..., 0]
+    outside = mask == 0.0
+    assert outside.any() and (~outside).any()
+    np.testing.assert_array_equal(rainy[outside], clean[outside])
+    changed = np.any(rainy != clean, axis=-1)
+    assert not np.any(changed & outside), "the mask must cover every changed pixel"
+
+
+def test_zero_density_changes_nothing():
+    clean = clean_batch()
+    rainy, mask = render_raindrops(clean, seed=1, return_mask=True, density=0.0)
+    np.testing.assert_array_equal(rainy.numpy(), clean)
+    assert float(tf.reduce_max(mask)) == 0.0
+
+
+def test_coverage_grows_with_density():
+    clean = clean_batch(count=2, height=64, width=64)
+    coverages = []
+    for density in (0.05, 0.2, 0.4, 0.8):
+        _, mask = render_raindrops(clean, seed=11, return_mask=True, density=density)
+        coverages.append(float(tf.reduce_mean(tf.cast(mask > 0.05, tf.float32))))
+    assert coverages == sorted(coverages) and coverages[0] < coverages[-1], coverages
+
+
+def test_runs_inside_a_tf_data_map():
+    clean = clean_batch(count=4, height=32, width=32)
+    dataset = tf.data.Dataset.from_tensor_slices(clean).batch(2)
+    dataset = dataset.map(lambda batch: render_raindrops(batch, seed=tf.constant([1, 2])))
+    batches = list(dataset)
+    assert [tuple(batch.shape) for batch in batches] == [(2, 32, 32, 3)] * 2
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("density", -0.1),
+        ("density", 1.5),
+        ("radius_range", (-0.01, 0.1)),
+        ("radius_range", (0.1, 0.02)),
+        ("blur_range", (0.03, 0.01)),
+        ("elongation", 0.5),
+        ("gain_range", (1.2,)),
+        ("rim_darkening", float("nan")),
+    ],
+)
+def test_bad_options_raise_naming_the_option(name, value):
+    with pytest.raises(ValueError, match=name):
+        render_raindrops(clean_batch(count=1), seed=0, **{name: value})
+    with pytest.raises(ValueError, match=name):
+        RaindropOptions(**{name: value})
+
+
+def test_unknown_option_is_a_type_error():
+    with pytest.raises(TypeError, match="densty"):
+        raindrop_options(densty=0.2)
+
+
+def test_options_object_and_overrides_combine():
+    options = raindrop_options(RaindropOptions(density=0.1), blur_range=(0.0, 0.0))
+    assert options.density == 0.1 and options.blur_range == (0.0, 0.0)
+    clean = clean_batch(count=1)
+    np.testing.assert_array_equal(
+        render_raindrops(clean, seed=2, options=options).numpy(),
+        render_raindrops(clean, seed=2, density=0.1, blur_range=(0.0, 0.0)).numpy(),
+    )
+
+
+def test_default_coverage_is_within_the_real_range(shared_data):
+    """Rendered onto the real pairs' clean images, measured as the real pairs are."""
+    spec = importlib.util.spec_from_file_location("raindrop_coverage", REPO / "benchmarks" / "raindrop_coverage.py")
+    coverage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(coverage)
+    pairs = coverage.real_pairs(shared_data / "raindrop_real")
+    real = [coverage.coverage(rainy, clean) for rainy, clean in pairs]
+    rendered = coverage.rendered_coverages([clean for _, clean in pairs], seeds=[0])
+    assert min(real) <= np.mean(rendered) <= max(real), (real, rendered)
