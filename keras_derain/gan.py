@@ -57,6 +57,9 @@ class DerainGAN(keras.Model):
         self.d_acc_tracker = keras.metrics.Mean(name="d_acc")
         self.l1_tracker = keras.metrics.Mean(name="l1")
         self.image_metrics = [PSNR(), SSIM()]
+        # Both networks come built (functional models), so the GAN is too; Keras'
+        # BackupAndRestore refuses an unbuilt model.
+        self.built = bool(generator.built and discriminator.built)
 
     def compile(
         self,

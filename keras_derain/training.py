@@ -1,0 +1,279 @@
+"""One training run, from a resolved config to a folder of results (what train.py calls).
+
+A run folder ``runs/NAME/`` holds:
+
+- ``config.json``: the resolved options, what differs from the preset, the data,
+  the versions and the command;
+- ``history.csv``: one row per epoch (Keras ``CSVLogger``);
+- ``best.keras`` (best validation PSNR) and ``last.keras``: the generator;
+- ``samples/epoch_NNN.png``: rainy | generated | clean on a fixed validation batch;
+- ``plots.png``: G and D losses, PSNR, discriminator accuracy, L1;
+- ``summary.json``: the validation PSNR of the rainy input and of the best generator;
+- ``backup/`` while training (Keras ``BackupAndRestore``), so ``--resume``
+  continues a killed run from its last completed epoch.
+
+Example:
+    >>> from keras_derain.presets import resolve
+    >>> from keras_derain.training import train
+    >>> config = resolve("pix2pix", builtin_data=True, epochs=1, steps_per_epoch=2)
+    >>> summary = train(config, "runs/demo")  # doctest: +SKIP
+"""
+
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_derain import __version__
+from keras_derain.atomic import atomic_output
+from keras_derain.callbacks import GeneratorCheckpoint, HistoryPlots, SampleGrid, StopOnNaN
+from keras_derain.gan import DerainGAN
+from keras_derain.metrics import psnr
+from keras_derain.presets import PRESETS, differences
+
+VALIDATION_SEED = 20180618  # fixed: every run and every epoch validates on the same pairs
+VALIDATION_PAIRS = 32
+SAMPLE_ROWS = 4
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on: NaN losses, a resume without a run, ..."""
+
+
+def check_config(config):
+    """Raise ValueError, naming the flag, for an option no run can use."""
+    positive = ("epochs", "batch_size", "crop_size", "base_channels", "g_steps")
+    for name in positive:
+        value = config[name]
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    if config["steps_per_epoch"] is not None and config["steps_per_epoch"] <= 0:
+        raise ValueError(f"--steps-per-epoch must be a positive integer, got {config['steps_per_epoch']!r}")
+    for name in ("g_lr", "d_lr"):
+        if not config[name] >= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {config[name]!r}")
+    for name in ("real_label", "fake_label"):
+        if not 0.0 <= config[name] <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {config[name]!r}")
+    if not 0.0 <= config["label_flip"] <= 0.5:
+        raise ValueError(f"--label-flip must be in [0, 0.5], got {config['label_flip']!r}")
+    if config["l1_weight"] < 0:
+        raise ValueError(f"--l1-weight must be >= 0, got {config['l1_weight']!r}")
+    if config["crop_size"] < 16 or config["crop_size"] % 16:
+        raise ValueError(f"--crop-size must be a multiple of 16 (at least 16), got {config['crop_size']}")
+
+
+def unet_depth(crop_size):
+    """The deepest U-Net (at most Pix2Pix's 8) whose bottleneck is whole for ``crop_size``."""
+    depth = 0
+    while depth < 8 and crop_size % 2 ** (depth + 1) == 0:
+        depth += 1
+    return depth
+
+
+def build_models(config):
+    """The generator and discriminator that ``config["arch"]`` names."""
+    from keras_derain import models
+
+    keras.utils.set_random_seed(config["seed"])
+    if config["arch"] == "pix2pix":
+        generator = models.pix2pix_generator(
+            base_channels=config["base_channels"], depth=unet_depth(config["crop_size"])
+        )
+        discriminator = models.pix2pix_discriminator(base_channels=config["base_channels"])
+    else:
+        generator = models.cgan_generator(
+            image_size=config["crop_size"],
+            base_channels=config["base_channels"],
+            latent_dim=config["latent_dim"],
+        )
+        discriminator = models.cgan_discriminator(
+            image_size=config["crop_size"], base_channels=config["base_channels"]
+        )
+    return generator, discriminator
+
+
+def _materialise(dataset, pairs):
+    """The first ``pairs`` pairs of a dataset, as two numpy arrays."""
+    rainy, clean = [], []
+    for rainy_batch, clean_batch in dataset.unbatch().take(pairs):
+        rainy.append(rainy_batch.numpy())
+        clean.append(clean_batch.numpy())
+    return np.stack(rainy), np.stack(clean)
+
+
+def build_data(config, data=None, val=None, clean_dir=None):
+    """Training dataset, fixed validation arrays and a description of the data.
+
+    Returns:
+        ``(train_dataset, steps_per_epoch, (val_rainy, val_clean), description)``.
+    """
+    from keras_derain.data import find_pairs, paired_dataset
+    from keras_derain.data.synthetic import clean_image_paths, synthetic_dataset
+
+    crop, batch, seed = config["crop_size"], config["batch_size"], config["seed"]
+    steps = config["steps_per_epoch"]
+    if data is not None:
+        data = Path(data)
+        split = "train" if (data / "train").is_dir() else None
+        if val is None and (data / "test_a").is_dir():
+            val, val_split = data, "test_a"
+        elif val is None:
+            val, val_split = data, split
+            print(f"warning: no --val given and {data} has no test_a/; validating on the training pairs")
+        else:
+            val_split = "test_a" if (Path(val) / "test_a").is_dir() else None
+        train_pairs = len(find_pairs(data, split))
+        train = paired_dataset(
+            data, split, crop_size=crop, batch_size=batch, shuffle=True, augment=True,
+            seed=seed, repeat=steps is not None,
+        )
+        if steps is None and train_pairs < batch:
+            raise ValueError(f"--data {data}: {train_pairs} pairs, fewer than --batch-size {batch}")
+        validation = paired_dataset(val, val_split, crop_size=crop, batch_size=1, seed=VALIDATION_SEED)
+        val_pairs = len(find_pairs(val, val_split))
+        description = {"kind": "pairs", "train": str(data), "train_split": split, "train_pairs": train_pairs,
+                       "val": str(val), "val_split": val_split}
+    else:
+        paths = clean_image_paths(clean_dir)
+        held_out = max(1, len(paths) // 8) if len(paths) > 1 else 0
+        train_paths, val_paths = paths[: len(paths) - held_out], paths[len(paths) - held_out :] or paths
+        train = synthetic_dataset(train_paths, crop_size=crop, batch_size=batch, seed=seed)
+        validation = synthetic_dataset(val_paths, crop_size=crop, batch_size=1, seed=VALIDATION_SEED)
+        steps = steps or max(1, math.ceil(len(train_paths) / batch))
+        val_pairs = VALIDATION_PAIRS
+        description = {"kind": "synthetic", "clean": str(clean_dir) if clean_dir else "built-in",
+                       "train_images": [path.name for path in train_paths],
+                       "val_images": [path.name for path in val_paths]}
+    val_rainy, val_clean = _materialise(validation, min(val_pairs, VALIDATION_PAIRS))
+    description["val_pairs"] = len(val_rainy)
+    return train, steps, (val_rainy, val_clean), description
+
+
+def _versions():
+    return {"keras_derain": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "python": platform.python_version()}
+
+
+def write_config(run_dir, config, description):
+    """``config.json``: resolved options, what differs from the preset, data, versions, command."""
+    record = {
+        "config": config,
+        "differs_from_preset": {
+            name: {"value": config[name], "preset": preset} for name, preset in differences(config).items()
+        },
+        "data": description,
+        "versions": _versions(),
+        "command": " ".join(sys.argv),
+    }
+    with atomic_output(Path(run_dir) / "config.json") as path:
+        path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
+def read_config(run_dir):
+    """The resolved options of an earlier run (for ``--resume``)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise TrainingError(f"{run_dir}: no config.json; not a run folder")
+    return json.loads(path.read_text())
+
+
+def mean_psnr(generated, clean):
+    """Mean PSNR (dB, RGB) of [-1, 1] images."""
+    return float(np.mean(psnr((np.asarray(generated) + 1) / 2, (np.asarray(clean) + 1) / 2, 1.0)))
+
+
+def train(config, run_dir, *, data=None, val=None, clean_dir=None, resume=False, verbose="auto"):
+    """Train a DerainGAN as ``config`` says and write the run folder ``run_dir``.
+
+    Args:
+        config: resolved options (see :func:`keras_derain.presets.resolve`).
+        run_dir: the run folder; created if missing.
+        data, val: Raindrop-layout folders of pairs (see ``find_pairs``); ``None``
+            for synthetic drops on ``clean_dir`` or on the built-in photos.
+        clean_dir: a folder of clean photos to render drops on.
+        resume: continue from the last completed epoch in ``run_dir/backup``.
+
+    Returns:
+        dict with the validation PSNR of the rainy input and of the best generator.
+
+    Raises:
+        TrainingError: the losses became NaN (the best model so far is kept).
+    """
+    check_config(config)
+    run_dir = Path(run_dir)
+    if not resume and (run_dir / "backup").exists():
+        raise TrainingError(f"{run_dir} holds an unfinished run; continue it with --resume or pick a new --name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train_data, steps, (val_rainy, val_clean), description = build_data(config, data, val, clean_dir)
+    if not resume or not (run_dir / "config.json").exists():
+        write_config(run_dir, config, description)
+
+    generator, discriminator = build_models(config)
+    gan = DerainGAN(generator, discriminator, seed=config["seed"])
+    gan.compile(
+        keras.optimizers.Adam(config["g_lr"], beta_1=config["beta_1"]),
+        keras.optimizers.Adam(config["d_lr"], beta_1=config["beta_1"]),
+        l1_weight=config["l1_weight"],
+        real_label=config["real_label"],
+        fake_label=config["fake_label"],
+        label_flip_rate=config["label_flip"],
+        g_steps=config["g_steps"],
+    )
+    validation = tf.data.Dataset.from_tensor_slices((val_rainy, val_clean)).batch(config["batch_size"])
+    stop_on_nan = StopOnNaN()
+    callbacks = [
+        # Restores weights, optimizer states and the epoch counter on --resume.
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
+        stop_on_nan,
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        GeneratorCheckpoint(run_dir, monitor="val_psnr"),
+        SampleGrid(val_rainy[:SAMPLE_ROWS], val_clean[:SAMPLE_ROWS], run_dir / "samples"),
+        HistoryPlots(run_dir / "history.csv", run_dir / "plots.png"),
+    ]
+    started = time.time()
+    gan.fit(
+        train_data,
+        epochs=config["epochs"],
+        steps_per_epoch=steps,
+        validation_data=validation,
+        callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles
+        verbose=verbose,
+    )
+    if stop_on_nan.stopped:
+        raise TrainingError(
+            f"training stopped: {stop_on_nan.stopped}; try a lower --g-lr/--d-lr "
+            f"(the best generator so far is in {run_dir / 'best.keras'})"
+        )
+
+    best_path = run_dir / "best.keras"
+    best = keras.saving.load_model(best_path) if best_path.exists() else generator
+    generated = best.predict(val_rainy, batch_size=config["batch_size"], verbose=0)
+    summary = {
+        "val_pairs": len(val_rainy),
+        "rainy_psnr": mean_psnr(val_rainy, val_clean),
+        "derained_psnr": mean_psnr(generated, val_clean),
+        "train_seconds": round(time.time() - started, 1),
+    }
+    summary["gain_db"] = summary["derained_psnr"] - summary["rainy_psnr"]
+    with atomic_output(run_dir / "summary.json") as path:
+        path.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def newest_run(runs_dir="runs"):
+    """The most recently modified run folder under ``runs_dir`` that has a config."""
+    candidates = [path.parent for path in Path(runs_dir).glob("*/config.json")]
+    if not candidates:
+        raise TrainingError(f"{runs_dir}: no runs to resume")
+    return max(candidates, key=lambda path: path.stat().st_mtime)
+
+
+__all__ = ["train", "build_models", "build_data", "check_config", "TrainingError", "PRESETS"]
