@@ -18,7 +18,8 @@ from keras_derain.atomic import atomic_output
 
 def to_uint8(images):
     """[-1, 1] floats -> uint8 in [0, 255]."""
-    return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    images = np.nan_to_num(np.asarray(images, np.float32))  # a diverged run still gets its grid
+    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def sample_grid(rainy, generated, clean):

@@ -93,7 +93,8 @@ class DerainGAN(keras.Model):
             metrics: image-quality metrics on ``(clean, generated)`` in [-1, 1];
                 default PSNR and SSIM on RGB.
         """
-        super().compile(**kwargs)
+        # No optimizer of Keras' own: ours are the two below (Keras would add an unused RMSprop).
+        super().compile(optimizer=None, **kwargs)
         if g_steps < 1 or int(g_steps) != g_steps:
             raise ValueError(f"g_steps must be a positive integer, got {g_steps!r}")
         if not 0.0 <= label_flip_rate <= 1.0:
@@ -105,6 +106,10 @@ class DerainGAN(keras.Model):
             raise ValueError(f"l1_weight must be >= 0, got {l1_weight!r}")
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
+        # Build the optimizer states now, so that weights restored before the first
+        # step (BackupAndRestore on --resume) include the Adam moments and step counts.
+        g_optimizer.build(self.generator.trainable_variables)
+        d_optimizer.build(self.discriminator.trainable_variables)
         self.adversarial_loss = adversarial_loss or keras.losses.BinaryCrossentropy(from_logits=True)
         self.l1_weight = float(l1_weight)
         self.real_label = float(real_label)

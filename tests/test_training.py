@@ -1,0 +1,159 @@
+"""train.py and keras_derain.training: run folders, presets, resume after a kill, bad flags, NaN."""
+
+import csv
+import json
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import train as train_script
+from conftest import write_raindrop_layout
+from keras_derain import training
+from keras_derain.callbacks import StopOnNaN
+from keras_derain.presets import PENALTIES, PRESETS, differences, resolve
+
+TINY = {"base_channels": 4, "crop_size": 32, "batch_size": 2, "steps_per_epoch": 2}
+
+
+def epochs_logged(run_dir):
+    with open(run_dir / "history.csv", newline="") as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def test_presets_and_penalties():
+    assert resolve("cgan")["g_lr"] == 1e-3 and resolve("cgan")["epochs"] == 20
+    pix2pix = resolve("pix2pix")
+    assert (pix2pix["g_lr"], pix2pix["l1_weight"], pix2pix["epochs"], pix2pix["batch_size"]) == (2e-4, 100.0, 50, 8)
+    penalised = resolve("pix2pix", penalties=True, g_lr=1e-4)
+    assert penalised["real_label"] == 0.9 and penalised["fake_label"] == 0.1 and penalised["d_lr"] == 2e-4
+    assert penalised["g_lr"] == 1e-4  # a flag beats the penalty preset
+    assert differences(penalised) == {"real_label": 1.0, "fake_label": 0.0, "g_lr": 2e-4}
+    assert set(PENALTIES) <= set(PRESETS["pix2pix"])
+    with pytest.raises(ValueError, match="unknown arch 'unet'"):
+        resolve("unet")
+
+
+@pytest.mark.parametrize("arch", ["pix2pix", "cgan"])
+def test_run_folder(tmp_path, arch):
+    config = resolve(arch, builtin_data=True, epochs=2, **TINY)
+    summary = training.train(config, tmp_path / "run", verbose=0)
+    run = tmp_path / "run"
+    for name in ("config.json", "history.csv", "best.keras", "last.keras", "plots.png", "summary.json",
+                 "samples/epoch_001.png", "samples/epoch_002.png"):
+        assert (run / name).exists(), name
+    assert not (run / "backup").exists()  # removed once training finished
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["epochs"] == 2
+    assert record["differs_from_preset"]["epochs"] == {"value": 2, "preset": PRESETS[arch]["epochs"]}
+    assert "base_channels" in record["differs_from_preset"]
+    assert record["data"]["kind"] == "synthetic"
+    assert epochs_logged(run) == [0, 1]
+    assert np.isfinite(summary["rainy_psnr"]) and np.isfinite(summary["derained_psnr"])
+    generator = keras.saving.load_model(run / "best.keras")
+    assert generator.output_shape[-1] == 3
+
+
+def test_real_pairs_layout(tmp_path):
+    data = tmp_path / "Raindrop"
+    write_raindrop_layout(data / "train", count=4, size=(48, 40))
+    write_raindrop_layout(data / "test_a", count=2, size=(48, 40))
+    config = resolve("pix2pix", epochs=1, **{**TINY, "steps_per_epoch": None})
+    summary = training.train(config, tmp_path / "run", data=data, verbose=0)
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["data"]["train_split"] == "train" and record["data"]["val_split"] == "test_a"
+    assert summary["val_pairs"] == 2
+
+
+class KillAtEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt  # what a Ctrl-C or a kill looks like to fit
+
+
+def test_resume_continues_from_the_last_completed_epoch(tmp_path, monkeypatch):
+    config = resolve("pix2pix", builtin_data=True, epochs=3, **TINY)
+    run = tmp_path / "run"
+    original_fit = keras.Model.fit
+
+    def fit_with_kill(self, *args, callbacks=(), **kwargs):
+        return original_fit(self, *args, callbacks=[*callbacks, KillAtEpoch(2)], **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", fit_with_kill)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, run, verbose=0)
+    monkeypatch.setattr(keras.Model, "fit", original_fit)
+    assert (run / "backup").exists() and epochs_logged(run) == [0, 1]
+    best_before = (run / "best.keras").read_bytes()
+    assert best_before
+
+    with pytest.raises(training.TrainingError, match="--resume"):
+        training.train(config, run, verbose=0)  # no silent restart over an unfinished run
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Skipping variable loading")  # optimizer state lost
+        training.train(config, run, resume=True, verbose=0)
+    assert epochs_logged(run) == [0, 1, 2]
+    assert not (run / "backup").exists()
+
+
+def test_optimizer_state_survives_a_resume(tmp_path):
+    """BackupAndRestore's weights file carries both optimizers (their step counters)."""
+    generator, discriminator = training.build_models(resolve("pix2pix", **TINY))
+    gan = training.DerainGAN(generator, discriminator)
+    gan.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3), g_steps=2)
+    rainy = np.zeros((2, 32, 32, 3), np.float32)
+    gan.fit(rainy, rainy, batch_size=2, epochs=1, verbose=0)
+    gan.save_weights(tmp_path / "gan.weights.h5")
+    generator, discriminator = training.build_models(resolve("pix2pix", **TINY))
+    fresh = training.DerainGAN(generator, discriminator)
+    fresh.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3), g_steps=2)
+    fresh.load_weights(tmp_path / "gan.weights.h5")
+    assert int(fresh.g_optimizer.iterations.numpy()) == 2
+    assert int(fresh.d_optimizer.iterations.numpy()) == 1
+
+
+def test_stop_on_nan_names_the_loss():
+    callback = StopOnNaN()
+    callback.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    callback.on_epoch_begin(4)
+    callback.on_train_batch_end(6, {"d_loss": 0.5, "g_loss": float("nan")})
+    assert callback.model.stop_training
+    assert callback.stopped == "g_loss became nan at epoch 5, batch 7"
+
+
+def test_nan_losses_stop_the_run_with_a_clear_error(tmp_path):
+    config = resolve("pix2pix", builtin_data=True, epochs=2, g_lr=1e30, d_lr=1e30, **TINY)
+    with pytest.raises(training.TrainingError, match=r"training stopped: (d_loss|g_loss) became nan"):
+        training.train(config, tmp_path / "run", verbose=0)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--arch", "unet"], "--arch 'unet' is unknown"),
+        (["--epochs", "-1"], "--epochs must be a positive integer"),
+        (["--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["--label-flip", "0.8"], "--label-flip must be in"),
+        (["--real-label", "1.5"], "--real-label must be in"),
+        (["--crop-size", "100"], "--crop-size must be a multiple of 16"),
+        (["--data", "missing-folder"], "missing-folder: no such folder"),
+    ],
+)
+def test_bad_flags_fail_before_training(tmp_path, capsys, argv, message):
+    assert train_script.main([*argv, "--runs-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and message in error
+    assert len(error.splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_data_folder_without_pairs(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    assert train_script.main(["--data", str(tmp_path / "photos"), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "no pairs found" in capsys.readouterr().err
