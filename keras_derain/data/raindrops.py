@@ -156,7 +156,7 @@ def raindrop_options(options=None, **overrides):
     return dataclasses.replace(options, **overrides)
 
 
-def render_raindrops(clean, *, seed, return_mask=False, options=None, **overrides):
+def render_raindrops(clean, *, seed, return_mask=False, options=None, reference_side=None, **overrides):
     """Render adherent raindrops onto clean photos.
 
     Args:
@@ -165,6 +165,10 @@ def render_raindrops(clean, *, seed, return_mask=False, options=None, **override
             same drops, a different seed different ones.
         return_mask: also return the drop mask.
         options: a :class:`RaindropOptions` (or dict); defaults if ``None``.
+        reference_side: the short side, in pixels, that the size options are
+            fractions of. ``None``: the image's own short side. Give it when the
+            images are crops of larger photos, so drops keep the size they have
+            on the whole photo (e.g. 480 for Raindrop's 720x480 frames).
         **overrides: any :class:`RaindropOptions` field, e.g. ``density=0.5``.
 
     Returns:
@@ -187,7 +191,9 @@ def render_raindrops(clean, *, seed, return_mask=False, options=None, **override
     single = clean.shape.rank == 3
     if single:
         clean = clean[tf.newaxis]
-    rainy, mask = _render(clean, _as_seed(seed), options)
+    if reference_side is not None and not reference_side > 0:
+        raise ValueError(f"reference_side must be a positive number of pixels, got {reference_side!r}")
+    rainy, mask = _render(clean, _as_seed(seed), options, reference_side)
     if single:
         rainy, mask = rainy[0], mask[0]
     return (rainy, mask) if return_mask else rainy
@@ -200,7 +206,7 @@ def _as_seed(seed):
     return seed
 
 
-def _render(clean, seed, options):
+def _render(clean, seed, options, reference_side=None):
     shape = tf.shape(clean)
     height, width = shape[1], shape[2]
     # Drops are smooth and defocused, so they are rendered at a short side of
@@ -208,7 +214,11 @@ def _render(clean, seed, options):
     shrink = tf.maximum(1, tf.minimum(height, width) // _WORK_SIDE)
     work_size = tf.stack([(height + shrink - 1) // shrink, (width + shrink - 1) // shrink])
     background = tf.image.resize(clean, work_size, method="area")
-    layers = _drop_layers(background, seed, options)
+    if reference_side is None:
+        short_side = tf.cast(tf.minimum(work_size[0], work_size[1]), tf.float32)
+    else:
+        short_side = tf.cast(reference_side, tf.float32) / tf.cast(shrink, tf.float32)
+    layers = _drop_layers(background, seed, options, short_side)
     layers = tf.image.resize(layers, tf.stack([height, width]), method="bilinear")
 
     premultiplied, mask = layers[..., :3], tf.clip_by_value(layers[..., 3:], 0.0, 1.0)
@@ -219,11 +229,10 @@ def _render(clean, seed, options):
     return rainy, mask
 
 
-def _drop_layers(clean, seed, options):
-    """Defocused ``[alpha * drops, alpha]`` (4 channels) for a batch of photos."""
+def _drop_layers(clean, seed, options, short_side):
+    """Defocused ``[alpha * drops, alpha]`` (4 channels); sizes are fractions of ``short_side`` px."""
     shape = tf.shape(clean)
     batch, height, width = shape[0], shape[1], shape[2]
-    short_side = tf.cast(tf.minimum(height, width), tf.float32)
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, _SIZE_BANDS + 1))
 
     sums = _drop_fields(batch, height, width, short_side, seeds[:_SIZE_BANDS], options)

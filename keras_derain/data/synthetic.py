@@ -95,6 +95,7 @@ def synthetic_dataset(
     repeat=True,
     shuffle=True,
     raindrop_options=None,
+    reference_side=480,
     resize_jitter=1.0,
     cache=True,
 ):
@@ -114,6 +115,11 @@ def synthetic_dataset(
             photos, one crop each, the last batch possibly smaller.
         shuffle: shuffle the photos (every pass).
         raindrop_options: a ``RaindropOptions`` or a dict of its fields.
+        reference_side: the short side (px) that the drop sizes are fractions
+            of. The default, 480, draws drops as large in pixels as on a 720x480
+            Raindrop photo whatever the crop size, so a model trained on small
+            crops meets drops of the right size on whole photos. ``None``
+            sizes them relative to each crop instead.
         resize_jitter: scale each photo by a random factor in ``[1, resize_jitter]``
             before cropping.
         cache: keep the decoded photos in memory (small sets); turn off for
@@ -157,7 +163,9 @@ def synthetic_dataset(
         # One render per batch; its seed comes from the batch's first element,
         # folded so it does not repeat that element's crop seed.
         drop_seed = tf.random.experimental.stateless_fold_in(batch_seeds[0], 1)
-        rainy = raindrops.render_raindrops(clean, seed=drop_seed, options=options)
+        rainy = raindrops.render_raindrops(
+            clean, seed=drop_seed, options=options, reference_side=reference_side
+        )
         return rainy * 2.0 - 1.0, clean * 2.0 - 1.0
 
     pairs = tf.data.Dataset.zip(photos, element_seeds(seed))
