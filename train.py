@@ -46,6 +46,12 @@ def parse_args(argv=None):
     run.add_argument("--name", help="run folder name (default: ARCH-DATE-TIME)")
     run.add_argument("--resume", action="store_true",
                      help="continue the run --name (default: the newest run) from its last completed epoch")
+    run.add_argument("--strategy", default="default", help="default, mirrored (all local GPUs) or "
+                     "multiworker (cluster from TF_CONFIG); --batch-size is the global batch")
+    run.add_argument("--mixed-precision", default="auto", metavar="{auto,on,off}",
+                     help="mixed_float16 with loss scaling (auto: on with a GPU, off on a CPU)")
+    run.add_argument("--jit", default="auto", metavar="{auto,on,off}",
+                     help="XLA compilation of the train step (auto: on with a GPU, off on a CPU)")
     run.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
     return parser.parse_args(argv)
 
@@ -95,7 +101,8 @@ def main(argv=None):
             run_dir = args.runs_dir / name
         print(f"run folder: {run_dir}")
         summary = train(config, run_dir, data=args.data, val=args.val, clean_dir=args.clean_dir,
-                        resume=args.resume, verbose=2 if args.quiet else "auto")
+                        resume=args.resume, verbose=2 if args.quiet else "auto", strategy=args.strategy,
+                        mixed_precision=args.mixed_precision, jit=args.jit)
     except (ValueError, DatasetError, TrainingError) as error:
         return fail(str(error))
     except KeyboardInterrupt:

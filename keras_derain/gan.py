@@ -12,6 +12,19 @@ import tensorflow as tf
 from keras_derain.metrics import PSNR, SSIM
 
 
+def _unreduced(loss):
+    """The same loss without its reduction.
+
+    A Keras ``Loss`` object's own mean is divided by the number of replicas under
+    ``tf.distribute``; the trainer averages every loss itself, once
+    (``_replica_mean``), so each term is the same local mean on every strategy.
+    Plain functions (``keras.losses.binary_crossentropy``) are used as they are.
+    """
+    if isinstance(loss, keras.losses.Loss):
+        return type(loss).from_config({**loss.get_config(), "reduction": None})
+    return loss
+
+
 @keras.saving.register_keras_serializable(package="keras_derain")
 class DerainGAN(keras.Model):
     """A conditional GAN for deraining: Pix2Pix's objective with the study's penalties.
@@ -81,8 +94,8 @@ class DerainGAN(keras.Model):
             g_optimizer, d_optimizer: one optimizer per network; each updates only
                 its own network's variables.
             adversarial_loss: a Keras loss on logits; default binary cross-entropy
-                from logits. It is called as ``loss(targets, logits)`` and should
-                average over everything it is given.
+                from logits. It is called as ``loss(targets, logits)``; its
+                values are averaged over everything (images and patches).
             l1_weight: weight of the L1 term in the generator's loss (100 in Pix2Pix;
                 0 for a purely adversarial cGAN).
             real_label, fake_label: the discriminator's targets; 0.9 / 0.1 are the
@@ -110,7 +123,7 @@ class DerainGAN(keras.Model):
         # step (BackupAndRestore on --resume) include the Adam moments and step counts.
         g_optimizer.build(self.generator.trainable_variables)
         d_optimizer.build(self.discriminator.trainable_variables)
-        self.adversarial_loss = adversarial_loss or keras.losses.BinaryCrossentropy(from_logits=True)
+        self.adversarial_loss = _unreduced(adversarial_loss or keras.losses.BinaryCrossentropy(from_logits=True))
         self.l1_weight = float(l1_weight)
         self.real_label = float(real_label)
         self.fake_label = float(fake_label)
@@ -159,21 +172,25 @@ class DerainGAN(keras.Model):
                 tf.where(flip, fake_targets, real_targets),
                 tf.where(flip, real_targets, fake_targets),
             )
-        real_loss = self.adversarial_loss(real_targets, real_logits)
-        fake_loss = self.adversarial_loss(fake_targets, fake_logits)
+        real_loss = tf.reduce_mean(self.adversarial_loss(real_targets, real_logits))
+        fake_loss = tf.reduce_mean(self.adversarial_loss(fake_targets, fake_logits))
         return 0.5 * (real_loss + fake_loss)
 
     def generator_losses(self, clean, generated, fake_logits):
         """Returns ``(total, adversarial, l1)``; the adversarial target is real (1)."""
         fake_logits = tf.cast(fake_logits, tf.float32)
-        adversarial = self.adversarial_loss(self._targets(fake_logits, 1.0), fake_logits)
+        adversarial = tf.reduce_mean(self.adversarial_loss(self._targets(fake_logits, 1.0), fake_logits))
         l1 = tf.reduce_mean(tf.abs(tf.cast(clean, tf.float32) - tf.cast(generated, tf.float32)))
         return adversarial + self.l1_weight * l1, adversarial, l1
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _gradients(self, optimizer, tape, loss, model):
-        return tape.gradient(optimizer.scale_loss(self._replica_mean(loss)), model.trainable_variables)
+    def _scaled(self, optimizer, loss):
+        """The loss to differentiate: replica-averaged and loss-scaled (mixed precision).
+
+        Must run inside the tape, or the gradients are disconnected.
+        """
+        return optimizer.scale_loss(self._replica_mean(loss))
 
     def train_step(self, data):
         rainy, clean = data[0], data[1]
@@ -183,9 +200,11 @@ class DerainGAN(keras.Model):
             fake_logits = self.discriminator([rainy, generated], training=True)
             d_loss = self.discriminator_loss(real_logits, fake_logits)
             g_loss, g_adv, g_l1 = self.generator_losses(clean, generated, fake_logits)
+            d_scaled = self._scaled(self.d_optimizer, d_loss)
+            g_scaled = self._scaled(self.g_optimizer, g_loss)
         # Both gradients from the one forward pass, then both updates.
-        d_gradients = self._gradients(self.d_optimizer, d_tape, d_loss, self.discriminator)
-        g_gradients = self._gradients(self.g_optimizer, g_tape, g_loss, self.generator)
+        d_gradients = d_tape.gradient(d_scaled, self.discriminator.trainable_variables)
+        g_gradients = g_tape.gradient(g_scaled, self.generator.trainable_variables)
         self.d_optimizer.apply(d_gradients, self.discriminator.trainable_variables)
         self.g_optimizer.apply(g_gradients, self.generator.trainable_variables)
 
@@ -198,7 +217,8 @@ class DerainGAN(keras.Model):
                 generated = self.generator(rainy, training=True)
                 fake_logits = self.discriminator([rainy, generated], training=True)
                 g_loss, g_adv, g_l1 = self.generator_losses(clean, generated, fake_logits)
-            g_gradients = self._gradients(self.g_optimizer, g_tape, g_loss, self.generator)
+                g_scaled = self._scaled(self.g_optimizer, g_loss)
+            g_gradients = g_tape.gradient(g_scaled, self.generator.trainable_variables)
             self.g_optimizer.apply(g_gradients, self.generator.trainable_variables)
 
         self.d_loss_tracker.update_state(d_loss)

@@ -99,12 +99,23 @@ def build_models(config):
     return generator, discriminator
 
 
-def _materialise(dataset, pairs):
-    """The first ``pairs`` pairs of a dataset, as two numpy arrays."""
+def _materialise(dataset, pairs, skip_dry=False, max_tries=20):
+    """The first ``pairs`` pairs of a dataset, as two numpy arrays.
+
+    ``skip_dry`` drops synthetic pairs whose crop caught no drop (rainy == clean):
+    their input PSNR is infinite and they measure nothing.
+    """
     rainy, clean = [], []
-    for rainy_batch, clean_batch in dataset.unbatch().take(pairs):
-        rainy.append(rainy_batch.numpy())
-        clean.append(clean_batch.numpy())
+    for rainy_image, clean_image in dataset.unbatch().take(pairs * (max_tries if skip_dry else 1)):
+        rainy_image, clean_image = rainy_image.numpy(), clean_image.numpy()
+        if skip_dry and np.array_equal(rainy_image, clean_image):
+            continue
+        rainy.append(rainy_image)
+        clean.append(clean_image)
+        if len(rainy) == pairs:
+            break
+    if not rainy:
+        raise ValueError("no validation pair has raindrops; raise the raindrop density or --crop-size")
     return np.stack(rainy), np.stack(clean)
 
 
@@ -151,9 +162,79 @@ def build_data(config, data=None, val=None, clean_dir=None):
         description = {"kind": "synthetic", "clean": str(clean_dir) if clean_dir else "built-in",
                        "train_images": [path.name for path in train_paths],
                        "val_images": [path.name for path in val_paths]}
-    val_rainy, val_clean = _materialise(validation, min(val_pairs, VALIDATION_PAIRS))
+    val_rainy, val_clean = _materialise(
+        validation, min(val_pairs, VALIDATION_PAIRS), skip_dry=description["kind"] == "synthetic"
+    )
     description["val_pairs"] = len(val_rainy)
     return train, steps, (val_rainy, val_clean), description
+
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+SWITCHES = ("auto", "on", "off")
+
+
+def has_gpu():
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def make_strategy(name):
+    """A ``tf.distribute`` strategy by name.
+
+    ``multiworker`` reads the cluster from the ``TF_CONFIG`` environment variable
+    (see the README); it must be created before any other TensorFlow op.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"--strategy {name!r} is unknown; choose one of: {', '.join(STRATEGIES)}")
+
+
+def resolve_switch(name, value):
+    """``auto`` -> on with a GPU, off on a CPU (XLA was measured slower on a 2-core CPU)."""
+    if value not in SWITCHES:
+        raise ValueError(f"--{name} must be one of {', '.join(SWITCHES)}, got {value!r}")
+    return has_gpu() if value == "auto" else value == "on"
+
+
+def _optimizers(config, mixed_precision):
+    g_optimizer = keras.optimizers.Adam(config["g_lr"], beta_1=config["beta_1"])
+    d_optimizer = keras.optimizers.Adam(config["d_lr"], beta_1=config["beta_1"])
+    if mixed_precision:
+        # Dynamic loss scaling in both, so small float16 gradients do not vanish.
+        return keras.optimizers.LossScaleOptimizer(g_optimizer), keras.optimizers.LossScaleOptimizer(d_optimizer)
+    return g_optimizer, d_optimizer
+
+
+def build_gan(config, *, mixed_precision=False, jit_compile=False):
+    """Models, DerainGAN and its compile, in the current strategy's scope.
+
+    With ``mixed_precision`` the layers compute in float16 under the
+    ``mixed_float16`` policy, while the generator's output (its final tanh
+    layer has dtype float32), the logits fed to the losses, and the losses stay
+    in float32.
+    """
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16" if mixed_precision else "float32")
+    try:
+        generator, discriminator = build_models(config)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    gan = DerainGAN(generator, discriminator, seed=config["seed"])
+    g_optimizer, d_optimizer = _optimizers(config, mixed_precision)
+    gan.compile(
+        g_optimizer,
+        d_optimizer,
+        l1_weight=config["l1_weight"],
+        real_label=config["real_label"],
+        fake_label=config["fake_label"],
+        label_flip_rate=config["label_flip"],
+        g_steps=config["g_steps"],
+        jit_compile=jit_compile,
+    )
+    return gan
 
 
 def _versions():
@@ -161,10 +242,11 @@ def _versions():
             "python": platform.python_version()}
 
 
-def write_config(run_dir, config, description):
-    """``config.json``: resolved options, what differs from the preset, data, versions, command."""
+def write_config(run_dir, config, description, runtime=None):
+    """``config.json``: resolved options, what differs from the preset, data, runtime, versions, command."""
     record = {
         "config": config,
+        "runtime": runtime or {},
         "differs_from_preset": {
             name: {"value": config[name], "preset": preset} for name, preset in differences(config).items()
         },
@@ -189,7 +271,19 @@ def mean_psnr(generated, clean):
     return float(np.mean(psnr((np.asarray(generated) + 1) / 2, (np.asarray(clean) + 1) / 2, 1.0)))
 
 
-def train(config, run_dir, *, data=None, val=None, clean_dir=None, resume=False, verbose="auto"):
+def train(
+    config,
+    run_dir,
+    *,
+    data=None,
+    val=None,
+    clean_dir=None,
+    resume=False,
+    verbose="auto",
+    strategy="default",
+    mixed_precision="auto",
+    jit="auto",
+):
     """Train a DerainGAN as ``config`` says and write the run folder ``run_dir``.
 
     Args:
@@ -199,6 +293,9 @@ def train(config, run_dir, *, data=None, val=None, clean_dir=None, resume=False,
             for synthetic drops on ``clean_dir`` or on the built-in photos.
         clean_dir: a folder of clean photos to render drops on.
         resume: continue from the last completed epoch in ``run_dir/backup``.
+        strategy: "default", "mirrored" (all local GPUs) or "multiworker"
+            (``TF_CONFIG``); ``batch_size`` is the global batch, split across replicas.
+        mixed_precision, jit: "auto" (on with a GPU, off on a CPU), "on" or "off".
 
     Returns:
         dict with the validation PSNR of the rainy input and of the best generator.
@@ -207,25 +304,25 @@ def train(config, run_dir, *, data=None, val=None, clean_dir=None, resume=False,
         TrainingError: the losses became NaN (the best model so far is kept).
     """
     check_config(config)
+    distribution = make_strategy(strategy)
+    mixed_precision = resolve_switch("mixed-precision", mixed_precision)
+    jit_compile = resolve_switch("jit", jit)
+    replicas = distribution.num_replicas_in_sync
+    if config["batch_size"] % replicas:
+        raise ValueError(f"--batch-size {config['batch_size']} must be a multiple of the {replicas} replicas")
     run_dir = Path(run_dir)
     if not resume and (run_dir / "backup").exists():
         raise TrainingError(f"{run_dir} holds an unfinished run; continue it with --resume or pick a new --name")
     run_dir.mkdir(parents=True, exist_ok=True)
     train_data, steps, (val_rainy, val_clean), description = build_data(config, data, val, clean_dir)
+    runtime = {"strategy": strategy, "replicas": replicas, "mixed_precision": mixed_precision,
+               "jit_compile": jit_compile, "gpus": len(tf.config.list_physical_devices("GPU"))}
     if not resume or not (run_dir / "config.json").exists():
-        write_config(run_dir, config, description)
+        write_config(run_dir, config, description, runtime)
 
-    generator, discriminator = build_models(config)
-    gan = DerainGAN(generator, discriminator, seed=config["seed"])
-    gan.compile(
-        keras.optimizers.Adam(config["g_lr"], beta_1=config["beta_1"]),
-        keras.optimizers.Adam(config["d_lr"], beta_1=config["beta_1"]),
-        l1_weight=config["l1_weight"],
-        real_label=config["real_label"],
-        fake_label=config["fake_label"],
-        label_flip_rate=config["label_flip"],
-        g_steps=config["g_steps"],
-    )
+    with distribution.scope():
+        gan = build_gan(config, mixed_precision=mixed_precision, jit_compile=jit_compile)
+    generator = gan.generator
     validation = tf.data.Dataset.from_tensor_slices((val_rainy, val_clean)).batch(config["batch_size"])
     stop_on_nan = StopOnNaN()
     callbacks = [
