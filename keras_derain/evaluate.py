@@ -33,6 +33,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 import numpy as np
 
+from keras_derain.inference import DEFAULT_TILE_SIZE
+
 MEASURES = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 HEADERS = ("PSNR-Y (dB)", "SSIM-Y", "PSNR-RGB (dB)", "SSIM-RGB")
 INPUT_LABEL = "rainy input"
@@ -58,7 +60,7 @@ def quality(image, clean):
     }
 
 
-def as_derainer(model, *, tile_size=512, overlap=32):
+def as_derainer(model, *, tile_size=DEFAULT_TILE_SIZE, overlap=32):
     """A `Derainer` as given, or one loaded from a model path (None: the shipped generator)."""
     from keras_derain.inference import Derainer
 
@@ -67,7 +69,7 @@ def as_derainer(model, *, tile_size=512, overlap=32):
     return Derainer(model, tile_size=tile_size, overlap=overlap)
 
 
-def evaluate(model, pairs, *, out_dir=None, tile_size=512, overlap=32, progress=False):
+def evaluate(model, pairs, *, out_dir=None, tile_size=DEFAULT_TILE_SIZE, overlap=32, progress=False):
     """Derain each rainy photo and score it, and the rainy photo itself, against the clean one.
 
     Args:
@@ -136,7 +138,7 @@ def evaluate(model, pairs, *, out_dir=None, tile_size=512, overlap=32, progress=
     }
 
 
-def compare(models, pairs, *, names=None, out_dir=None, tile_size=512, overlap=32, progress=False):
+def compare(models, pairs, *, names=None, out_dir=None, tile_size=DEFAULT_TILE_SIZE, overlap=32, progress=False):
     """`evaluate` several models on the same pairs: one table, a row each after the rainy input.
 
     Args:
@@ -344,7 +346,8 @@ def parse_args(argv=None):
     parser.add_argument("--split", help="sub-folder of --data, e.g. test_a")
     parser.add_argument("--names", help="comma-separated labels for the models, in --model order")
     parser.add_argument("--out", type=Path, help="output folder (default: eval/<model>-<data>)")
-    parser.add_argument("--tile-size", type=int, default=512, help="tile side for large photos (default: 512)")
+    parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE,
+                        help=f"tile side for large photos (default: {DEFAULT_TILE_SIZE})")
     parser.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default: 32)")
     parser.add_argument("--no-reference", action="store_true",
                         help="no ground truth: write the derained photos and a grid, no metrics")

@@ -180,6 +180,11 @@ def ramp(length, overlap):
     return np.minimum(1.0, np.minimum(rising, rising[::-1]))
 
 
+# Whole Raindrop frames (720x480) run in one piece: an instance-normalised
+# generator sees the same statistics as a whole photo. Larger photos are tiled.
+DEFAULT_TILE_SIZE = 1024
+
+
 class Derainer:
     """Remove raindrops from photos of any size with a trained generator.
 
@@ -190,7 +195,7 @@ class Derainer:
         tile_size: photos taller or wider than this run in overlapping
             tiles of this side (ignored for a fixed-size generator, which
             tiles at its own size). Keep it a multiple of the generator's
-            stride (512 suits every Pix2Pix depth up to 9) to avoid padding
+            stride (512 and 1024 suit every Pix2Pix depth up to 9) to avoid padding
             each tile.
         overlap: pixels shared by neighbouring tiles (at least), blended
             linearly; at most half a tile. Tiles sit on the network's pixel
@@ -205,7 +210,7 @@ class Derainer:
         (3000, 4000, 3)
     """
 
-    def __init__(self, path=None, *, tile_size=512, overlap=32, batch_size=1):
+    def __init__(self, path=None, *, tile_size=DEFAULT_TILE_SIZE, overlap=32, batch_size=1):
         if not isinstance(tile_size, int) or tile_size < 16:
             raise InferenceError(f"tile_size must be an integer of at least 16, got {tile_size!r}")
         if not isinstance(batch_size, int) or batch_size < 1:

@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from keras_derain.inference import DEFAULT_TILE_SIZE
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
 
 SUFFIX = "_derained.png"
@@ -30,7 +32,8 @@ def parse_args(argv=None):
     parser.add_argument("--model", type=Path,
                         help="a .keras generator, a SavedModel folder or an .onnx file (default: the shipped one)")
     parser.add_argument("--out", type=Path, default=Path("derained"), help="output folder (default: derained)")
-    parser.add_argument("--tile-size", type=int, default=512, help="tile side for large photos (default: 512)")
+    parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE,
+                        help=f"tile side for large photos (default: {DEFAULT_TILE_SIZE})")
     parser.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default: 32)")
     return parser.parse_args(argv)
 
