@@ -37,7 +37,7 @@ import numpy as np
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).parent / "weights"
 # Looked up in this order in DEFAULT_WEIGHTS_DIR; shipping any one makes Derainer() work.
-DEFAULT_WEIGHT_NAMES = ("generator.keras", "generator.onnx", "generator_savedmodel")
+DEFAULT_WEIGHT_NAMES = ("generator.keras", "generator.f16.npz", "generator.onnx", "generator_savedmodel")
 
 
 class InferenceError(ValueError):
@@ -63,11 +63,21 @@ def default_model_path():
 
 def _load_keras(path):
     import keras
+
+    return _keras_runner(keras.saving.load_model(str(path), compile=False))
+
+
+def _load_compact(path):
+    from keras_derain.compact import load_compact
+
+    return _keras_runner(load_compact(path))
+
+
+def _keras_runner(generator):
     import tensorflow as tf
 
     from keras_derain.export import PaddedGenerator, metadata
 
-    generator = keras.saving.load_model(str(path), compile=False)
     info = metadata(generator)
     model = generator if info["fixed_size"] else PaddedGenerator(generator)
     spec = tf.TensorSpec((None, *(info["fixed_size"] or (None, None)), 3), tf.float32)
@@ -140,8 +150,13 @@ def load_runner(path):
         loader = _load_keras
     elif path.suffix == ".onnx":
         loader = _load_onnx
+    elif path.suffix == ".npz":
+        loader = _load_compact
     else:
-        raise InferenceError(f"{path}: unknown model kind; use a .keras file, a SavedModel folder or an .onnx file")
+        raise InferenceError(
+            f"{path}: unknown model kind; use a .keras file, a SavedModel folder, an .onnx file "
+            "or a compact .npz (keras_derain.compact)"
+        )
     try:
         return loader(path)
     except InferenceError:

@@ -145,3 +145,25 @@ def test_default_model_missing_is_explained(monkeypatch, tmp_path):
         Derainer()
     tiny_generator().save(tmp_path / "generator.keras")
     assert default_model_path() == tmp_path / "generator.keras"
+
+
+def test_compact_float16_bundle_round_trip(tmp_path):
+    """The shipped-weights format: architecture + float16 weights, loaded back as float32."""
+    import keras
+
+    from keras_derain.compact import load_compact, save_compact
+    from keras_derain.inference import Derainer
+    from keras_derain.models import pix2pix_generator
+
+    keras.utils.set_random_seed(0)
+    generator = pix2pix_generator(base_channels=4, depth=3)
+    path = tmp_path / "generator.f16.npz"
+    save_compact(generator, path)
+    restored = load_compact(path)
+    assert all(weight.dtype == "float32" for weight in restored.get_weights())
+    rainy = np.random.default_rng(0).uniform(-1, 1, (1, 24, 32, 3)).astype("float32")
+    expected = generator.predict(rainy, verbose=0)
+    got = restored.predict(rainy, verbose=0)
+    assert 0 < np.max(np.abs(got - expected)) < 1e-2  # float16 rounding: small, not nothing
+    photo = (np.random.default_rng(1).uniform(0, 255, (21, 35, 3))).astype("uint8")
+    assert Derainer(path).derain(photo).shape == photo.shape

@@ -1,0 +1,45 @@
+"""A compact generator file: the architecture plus float16 weights in one ``.npz``.
+
+The shipped default generator lives in the repository, so its size matters: a
+float32 ``.keras`` of the 32-channel Pix2Pix U-Net is 42 MB, this is half that.
+Weights are stored in float16 and loaded back as float32, so the model computes
+in float32 as trained; the rounding changes outputs by about 1e-3 (measured in
+``keras_derain/weights/README.md``).
+
+Example:
+    >>> from keras_derain.compact import save_compact, load_compact
+    >>> save_compact(generator, "generator.f16.npz")  # doctest: +SKIP
+    >>> generator = load_compact("generator.f16.npz")  # doctest: +SKIP
+"""
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_derain.atomic import atomic_output
+
+SUFFIX = ".npz"
+
+
+def save_compact(generator, path):
+    """Write ``generator`` (architecture and float16 weights) to ``path`` (``.npz``), atomically."""
+    arrays = {f"weight_{index:04d}": np.asarray(weight, np.float16) for index, weight in enumerate(generator.get_weights())}
+    architecture = json.dumps(keras.saving.serialize_keras_object(generator))
+    with atomic_output(Path(path)) as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez_compressed(handle, architecture=np.array(architecture), **arrays)
+
+
+def load_compact(path):
+    """Rebuild the float32 generator saved by :func:`save_compact`."""
+    import keras_derain.models  # noqa: F401  (registers the custom layers, if any)
+
+    with np.load(Path(path), allow_pickle=False) as bundle:
+        architecture = json.loads(str(bundle["architecture"]))
+        names = sorted(name for name in bundle.files if name.startswith("weight_"))
+        weights = [bundle[name].astype(np.float32) for name in names]
+    generator = keras.saving.deserialize_keras_object(architecture)
+    generator.set_weights(weights)
+    return generator
