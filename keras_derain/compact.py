@@ -43,3 +43,32 @@ def load_compact(path):
     generator = keras.saving.deserialize_keras_object(architecture)
     generator.set_weights(weights)
     return generator
+
+
+def main(argv=None):
+    """``python -m keras_derain.compact MODEL.keras OUT.npz``: write a compact copy, print its error."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Write a generator as architecture + float16 weights (.npz).")
+    parser.add_argument("model", type=Path, help="a .keras generator")
+    parser.add_argument("out", type=Path, help="the .npz to write")
+    args = parser.parse_args(argv)
+    if not args.model.is_file():
+        print(f"error: {args.model}: no such model file", file=sys.stderr)
+        return 2
+    if args.out.suffix != SUFFIX:
+        print(f"error: {args.out}: the output must end in {SUFFIX}", file=sys.stderr)
+        return 2
+    generator = keras.saving.load_model(str(args.model), compile=False)
+    save_compact(generator, args.out)
+    # 256: a multiple of every Pix2Pix U-Net's stride (depth <= 8).
+    rainy = np.random.default_rng(0).uniform(-1, 1, (1, 256, 256, 3)).astype(np.float32)
+    difference = np.max(np.abs(load_compact(args.out)(rainy, training=False) - generator(rainy, training=False)))
+    size = args.out.stat().st_size / 2**20
+    print(f"wrote {args.out} ({size:.1f} MiB); float16 weights change outputs by at most {difference:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""The generator shipped in keras_derain/weights: it loads without a path and beats the rainy input."""
+
+import numpy as np
+import pytest
+
+from keras_derain.data import builtin_clean_images, read_rgb
+from keras_derain.inference import Derainer, default_model_path
+from keras_derain.metrics import psnr
+
+
+@pytest.fixture(scope="module")
+def derainer():
+    return Derainer()
+
+
+def test_default_generator_is_shipped_and_derains_any_size(derainer):
+    assert default_model_path().name == "generator.f16.npz"
+    photo = read_rgb(builtin_clean_images()[0])[:101, :157]
+    derained = derainer.derain(photo)
+    assert derained.shape == photo.shape and derained.dtype == np.uint8
+
+
+def test_beats_the_rainy_input_on_real_pairs(derainer, shared_data):
+    root = shared_data / "raindrop_real"
+    gains = []
+    for index in (0, 1):
+        rainy = read_rgb(root / "data" / f"{index}_rain.png")
+        clean = read_rgb(root / "gt" / f"{index}_clean.png")
+        derained = derainer.derain(rainy)
+        gains.append(float(psnr(derained, clean, 255, y_channel=True)) - float(psnr(rainy, clean, 255, y_channel=True)))
+    assert np.mean(gains) > 0.5, gains
