@@ -71,6 +71,8 @@ def main(argv=None):
         return fail("give --data (real pairs) or --clean-dir (synthetic drops), not both")
     if args.val is not None and args.data is None:
         return fail("--val needs --data")
+    if args.strategy == "multiworker" and not args.name:
+        return fail("--strategy multiworker needs --name, so that every worker uses the same run folder")
 
     from keras_derain.data import DatasetError, find_pairs
     from keras_derain.training import TrainingError, check_config, newest_run, read_config, train

@@ -26,6 +26,21 @@ def _unreduced(loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_derain")
+def _replica_share(logs):
+    """The step's logs, shaped for Keras to average across replicas.
+
+    Under MultiWorkerMirroredStrategy Keras averages step outputs along axis 0,
+    which scalars lack (keras-team/keras#20585), so there each log is a vector
+    of one; elsewhere they stay scalars. Epoch logs come from the metrics
+    themselves, which are synchronised across workers either way.
+    """
+    strategy = tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and resolver and resolver.task_type:
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
+
+
 class DerainGAN(keras.Model):
     """A conditional GAN for deraining: Pix2Pix's objective with the study's penalties.
 
@@ -192,6 +207,15 @@ class DerainGAN(keras.Model):
         """
         return optimizer.scale_loss(self._replica_mean(loss))
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Both networks, the trackers and the optimizers are built already, so
+        # Keras' symbolic build has nothing to do. Skipping it matters under
+        # MultiWorkerMirroredStrategy: Keras first reduces a data batch across
+        # workers there, which fails (keras-team/keras#20585).
+        if self.built and self.g_optimizer.built and self.d_optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def train_step(self, data):
         rainy, clean = data[0], data[1]
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
@@ -229,11 +253,7 @@ class DerainGAN(keras.Model):
         generated = tf.cast(generated, tf.float32)
         for metric in self.image_metrics:
             metric.update_state(clean, generated)
-        return {
-            metric.name: metric.result()
-            for metric in self.metrics
-            if metric is not self.l1_tracker
-        }
+        return _replica_share({metric.name: metric.result() for metric in self.metrics if metric is not self.l1_tracker})
 
     def test_step(self, data):
         rainy, clean = data[0], data[1]
@@ -241,7 +261,7 @@ class DerainGAN(keras.Model):
         self.l1_tracker.update_state(tf.reduce_mean(tf.abs(tf.cast(clean, tf.float32) - generated)))
         for metric in self.image_metrics:
             metric.update_state(clean, generated)
-        return {metric.name: metric.result() for metric in (*self.image_metrics, self.l1_tracker)}
+        return _replica_share({metric.name: metric.result() for metric in (*self.image_metrics, self.l1_tracker)})
 
     def predict_step(self, data):
         rainy = data[0] if isinstance(data, (tuple, list)) else data

@@ -12,6 +12,11 @@ A run folder ``runs/NAME/`` holds:
 - ``backup/`` while training (Keras ``BackupAndRestore``), so ``--resume``
   continues a killed run from its last completed epoch.
 
+Under ``--strategy multiworker`` every worker trains, but only the chief writes
+these files; the other workers keep just their own ``backup-worker-N/``, so that
+a shared file system is never written by two processes at once and every worker
+can resume.
+
 Example:
     >>> from keras_derain.presets import resolve
     >>> from keras_derain.training import train
@@ -192,6 +197,22 @@ def make_strategy(name):
     raise ValueError(f"--strategy {name!r} is unknown; choose one of: {', '.join(STRATEGIES)}")
 
 
+def worker_index(distribution):
+    """``None`` on the chief (or without a cluster), else this worker's index in ``TF_CONFIG``.
+
+    The chief is the ``chief`` task if the cluster names one, else worker 0, as in
+    TensorFlow's multi-worker guide.
+    """
+    resolver = getattr(distribution, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return None
+    if resolver.task_type == "chief":
+        return None
+    if resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs:
+        return None
+    return int(resolver.task_id)
+
+
 def resolve_switch(name, value):
     """``auto`` -> on with a GPU, off on a CPU (XLA was measured slower on a 2-core CPU)."""
     if value not in SWITCHES:
@@ -311,29 +332,41 @@ def train(
     if config["batch_size"] % replicas:
         raise ValueError(f"--batch-size {config['batch_size']} must be a multiple of the {replicas} replicas")
     run_dir = Path(run_dir)
-    if not resume and (run_dir / "backup").exists():
+    worker = worker_index(distribution)
+    chief = worker is None
+    backup = run_dir / ("backup" if chief else f"backup-worker-{worker}")
+    if not resume and backup.exists():
         raise TrainingError(f"{run_dir} holds an unfinished run; continue it with --resume or pick a new --name")
     run_dir.mkdir(parents=True, exist_ok=True)
     train_data, steps, (val_rainy, val_clean), description = build_data(config, data, val, clean_dir)
     runtime = {"strategy": strategy, "replicas": replicas, "mixed_precision": mixed_precision,
                "jit_compile": jit_compile, "gpus": len(tf.config.list_physical_devices("GPU"))}
-    if not resume or not (run_dir / "config.json").exists():
+    if chief and (not resume or not (run_dir / "config.json").exists()):
         write_config(run_dir, config, description, runtime)
 
     with distribution.scope():
         gan = build_gan(config, mixed_precision=mixed_precision, jit_compile=jit_compile)
     generator = gan.generator
     validation = tf.data.Dataset.from_tensor_slices((val_rainy, val_clean)).batch(config["batch_size"])
+    # Each worker reads its share of the batches: the pipelines are built from
+    # tensors, not files, so shard by data (said outright, without the AUTO
+    # policy's failed attempt to shard by file and its warning).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train_data, validation = train_data.with_options(options), validation.with_options(options)
     stop_on_nan = StopOnNaN()
     callbacks = [
         # Restores weights, optimizer states and the epoch counter on --resume.
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
+        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True),
         stop_on_nan,
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        GeneratorCheckpoint(run_dir, monitor="val_psnr"),
-        SampleGrid(val_rainy[:SAMPLE_ROWS], val_clean[:SAMPLE_ROWS], run_dir / "samples"),
-        HistoryPlots(run_dir / "history.csv", run_dir / "plots.png"),
     ]
+    if chief:
+        callbacks += [
+            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+            GeneratorCheckpoint(run_dir, monitor="val_psnr"),
+            SampleGrid(val_rainy[:SAMPLE_ROWS], val_clean[:SAMPLE_ROWS], run_dir / "samples"),
+            HistoryPlots(run_dir / "history.csv", run_dir / "plots.png"),
+        ]
     started = time.time()
     gan.fit(
         train_data,
@@ -351,8 +384,13 @@ def train(
         )
 
     best_path = run_dir / "best.keras"
-    best = keras.saving.load_model(best_path) if best_path.exists() else generator
-    generated = best.predict(val_rainy, batch_size=config["batch_size"], verbose=0)
+    best = keras.saving.load_model(best_path) if chief and best_path.exists() else generator
+    # Plain calls, not predict: under a multi-worker strategy predict would shard
+    # the pairs across workers.
+    generated = np.concatenate([
+        keras.ops.convert_to_numpy(best(val_rainy[start : start + config["batch_size"]], training=False))
+        for start in range(0, len(val_rainy), config["batch_size"])
+    ])
     summary = {
         "val_pairs": len(val_rainy),
         "rainy_psnr": mean_psnr(val_rainy, val_clean),
@@ -360,8 +398,9 @@ def train(
         "train_seconds": round(time.time() - started, 1),
     }
     summary["gain_db"] = summary["derained_psnr"] - summary["rainy_psnr"]
-    with atomic_output(run_dir / "summary.json") as path:
-        path.write_text(json.dumps(summary, indent=2) + "\n")
+    if chief:
+        with atomic_output(run_dir / "summary.json") as path:
+            path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,66 +17,142 @@ from keras_derain.presets import resolve
 
 TINY = {"base_channels": 4, "crop_size": 32, "batch_size": 4, "steps_per_epoch": 2}
 
-# Runs in a fresh interpreter: logical devices must be set before TensorFlow's first op.
-MIRRORED_SCRIPT = textwrap.dedent(
+# Runs in a fresh interpreter: logical devices and TF_CONFIG must be set before
+# TensorFlow's first op. argv: the strategy ("default", "mirrored" over two
+# logical CPUs, or "multiworker" from TF_CONFIG) and a .npz path for the result.
+STRATEGY_SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import sys
     import numpy as np
     import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    name, out = sys.argv[1], sys.argv[2]
+    if name == "mirrored":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from keras_derain import training
     from keras_derain.presets import resolve
 
+    strategy = {"default": tf.distribute.get_strategy,
+                "mirrored": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+                "multiworker": tf.distribute.MultiWorkerMirroredStrategy}[name]()
     config = resolve("pix2pix", epochs=1, base_channels=4, crop_size=32, batch_size=4)
     rng = np.random.default_rng(0)
     rainy = rng.uniform(-1, 1, (8, 32, 32, 3)).astype("float32")
     clean = np.clip(rainy * 0.5 + 0.1, -1, 1).astype("float32")
-
-    def final_weights(strategy):
-        with strategy.scope():
-            generator, discriminator = training.build_models(config)
-            # No dropout randomness: replicas would draw other masks than one device.
-            for layer in generator.layers:
-                if isinstance(layer, keras.layers.Dropout):
-                    layer.rate = 0.0
-            gan = training.DerainGAN(generator, discriminator)
-            # Plain SGD: the update is proportional to the gradient, so a gradient
-            # averaged wrongly over replicas shows (Adam's first steps hide scale).
-            gan.compile(keras.optimizers.SGD(0.05), keras.optimizers.SGD(0.05), l1_weight=100.0)
-        dataset = tf.data.Dataset.from_tensor_slices((rainy, clean)).batch(4)
-        history = gan.fit(dataset, epochs=1, verbose=0, shuffle=False).history
-        weights = [v.numpy() for v in gan.generator.weights + gan.discriminator.weights]
-        return weights, history["d_loss"][0], history["g_loss"][0]
-
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    one = final_weights(tf.distribute.get_strategy())
-    two = final_weights(mirrored)
-    difference = max(float(np.max(np.abs(a - b))) for a, b in zip(one[0], two[0]))
-    scale = max(float(np.max(np.abs(a))) for a in one[0])
-    print(json.dumps({"replicas": mirrored.num_replicas_in_sync, "max_difference": difference,
-                      "max_weight": scale, "d_loss": [one[1], two[1]], "g_loss": [one[2], two[2]]}))
+    with strategy.scope():
+        generator, discriminator = training.build_models(config)
+        # No dropout randomness: replicas would draw other masks than one device.
+        for layer in generator.layers:
+            if isinstance(layer, keras.layers.Dropout):
+                layer.rate = 0.0
+        gan = training.DerainGAN(generator, discriminator)
+        # Plain SGD: the update is proportional to the gradient, so a gradient
+        # averaged wrongly over replicas shows (Adam's first steps hide scale).
+        gan.compile(keras.optimizers.SGD(0.05), keras.optimizers.SGD(0.05), l1_weight=100.0)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = tf.data.Dataset.from_tensor_slices((rainy, clean)).batch(4).with_options(options)
+    history = gan.fit(dataset, epochs=1, verbose=0, shuffle=False).history
+    weights = [v.numpy() for v in gan.generator.weights + gan.discriminator.weights]
+    np.savez(out, replicas=strategy.num_replicas_in_sync, d_loss=history["d_loss"][0],
+             g_loss=history["g_loss"][0], **{f"w{i}": w for i, w in enumerate(weights)})
     """
 )
 
 
-def test_mirrored_strategy_matches_one_device():
-    result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["replicas"] == 2
-    # Same weights after one epoch (two steps, global batch 4 split 2 + 2), within float tolerance.
-    assert report["max_difference"] < 1e-4, report
-    assert report["d_loss"][0] == pytest.approx(report["d_loss"][1], rel=1e-4)
-    assert report["g_loss"][0] == pytest.approx(report["g_loss"][1], rel=1e-4)
+def run_strategy(name, out, tf_config=None):
+    """Start the script; returns the process (wait on it with ``finish``)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("TF_CONFIG", None)
+    if tf_config is not None:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    return subprocess.Popen([sys.executable, "-c", STRATEGY_SCRIPT, name, str(out)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process, out):
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    with np.load(out) as result:
+        return {key: result[key] for key in result.files}
+
+
+def assert_same_training(one, other):
+    """Same weights (within float tolerance) and the same epoch losses."""
+    weights = sorted((key for key in one if key.startswith("w")), key=lambda key: int(key[1:]))
+    assert len(weights) > 10 and weights == sorted((k for k in other if k.startswith("w")), key=lambda k: int(k[1:]))
+    difference = max(float(np.max(np.abs(one[key] - other[key]))) for key in weights)
+    moved = max(float(np.max(np.abs(one[key]))) for key in weights)
+    assert moved > 0
+    assert difference < 1e-4, difference
+    assert float(one["d_loss"]) == pytest.approx(float(other["d_loss"]), rel=1e-4)
+    assert float(one["g_loss"]) == pytest.approx(float(other["g_loss"]), rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+    out = tmp_path_factory.mktemp("default") / "default.npz"
+    return finish(run_strategy("default", out), out)
+
+
+def test_mirrored_strategy_matches_one_device(one_device, tmp_path):
+    # One epoch: two steps, global batch 4 split 2 + 2 over two logical CPUs.
+    out = tmp_path / "mirrored.npz"
+    mirrored = finish(run_strategy("mirrored", out), out)
+    assert int(mirrored["replicas"]) == 2
+    assert_same_training(one_device, mirrored)
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_multiworker_strategy_matches_one_device(one_device, tmp_path):
+    # Two worker processes on this host, as on two machines: TF_CONFIG names the
+    # cluster, each worker reads its shard of every global batch of 4.
+    workers = [f"localhost:{port}" for port in free_ports(2)]
+    outs = [tmp_path / f"worker{index}.npz" for index in range(2)]
+    processes = [
+        run_strategy("multiworker", out, {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        for index, out in enumerate(outs)
+    ]
+    results = [finish(process, out) for process, out in zip(processes, outs)]
+    for result in results:
+        assert int(result["replicas"]) == 2
+        assert_same_training(one_device, result)
+
+
+def test_train_py_with_two_workers_writes_one_run_folder(tmp_path):
+    # train.py as the README launches it on two machines, here two processes: both
+    # train, only the chief (worker 0) writes the run folder.
+    workers = [f"localhost:{port}" for port in free_ports(2)]
+    argv = [sys.executable, "train.py", "--strategy", "multiworker", "--name", "shared", "--runs-dir",
+            str(tmp_path), "--base-channels", "4", "--crop-size", "32", "--batch-size", "4",
+            "--steps-per-epoch", "2", "--epochs", "2", "--quiet"]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}
+        processes.append(subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))
+    outputs = [process.communicate(timeout=600)[0] for process in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+        assert "validation PSNR (32 pairs, RGB)" in output
+    run = tmp_path / "shared"
+    assert json.loads((run / "config.json").read_text())["runtime"]["replicas"] == 2
+    assert len((run / "history.csv").read_text().splitlines()) == 3  # header + 2 epochs, written once
+    assert sorted(path.name for path in (run / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    assert (run / "best.keras").is_file() and (run / "summary.json").is_file()
+    # Both workers' backups are gone after a finished run.
+    assert not list(run.glob("backup*"))
 
 
 def test_one_mixed_precision_step_on_cpu():

@@ -143,6 +143,7 @@ def test_nan_losses_stop_the_run_with_a_clear_error(tmp_path):
         (["--real-label", "1.5"], "--real-label must be in"),
         (["--crop-size", "100"], "--crop-size must be a multiple of 16"),
         (["--data", "missing-folder"], "missing-folder: no such folder"),
+        (["--strategy", "multiworker"], "--strategy multiworker needs --name"),
     ],
 )
 def test_bad_flags_fail_before_training(tmp_path, capsys, argv, message):
