@@ -25,7 +25,6 @@ def _unreduced(loss):
     return loss
 
 
-@keras.saving.register_keras_serializable(package="keras_derain")
 def _replica_share(logs):
     """The step's logs, shaped for Keras to average across replicas.
 
@@ -41,6 +40,7 @@ def _replica_share(logs):
     return logs
 
 
+@keras.saving.register_keras_serializable(package="keras_derain")
 class DerainGAN(keras.Model):
     """A conditional GAN for deraining: Pix2Pix's objective with the study's penalties.
 

@@ -182,6 +182,23 @@ def test_generator_saves_and_loads(tmp_path):
     np.testing.assert_allclose(restored.predict(rainy, verbose=0), gan.predict(rainy, verbose=0), atol=1e-6)
 
 
+def test_whole_gan_saves_and_loads(tmp_path):
+    # DerainGAN is registered, so a .keras of the whole GAN (both networks) loads
+    # back as a DerainGAN with the trained weights of both.
+    gan = compiled(*tiny_models())
+    one_step(gan)
+    path = tmp_path / "gan.keras"
+    gan.save(path)
+    restored = keras.saving.load_model(path, compile=False)
+    assert isinstance(restored, DerainGAN)
+    for network in ("generator", "discriminator"):
+        saved = getattr(gan, network).get_weights()
+        loaded = getattr(restored, network).get_weights()
+        assert len(saved) == len(loaded) > 0
+        for a, b in zip(saved, loaded):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_tiny_pix2pix_overfits_two_pairs():
     keras.utils.set_random_seed(1)
     generator = pix2pix_generator(base_channels=8, depth=5)
