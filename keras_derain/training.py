@@ -357,7 +357,9 @@ def train(
     stop_on_nan = StopOnNaN()
     callbacks = [
         # Restores weights, optimizer states and the epoch counter on --resume.
-        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True),
+        # double_checkpoint keeps the previous epoch's state beside the latest,
+        # so a kill while the latest is being written still resumes.
+        keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True, delete_checkpoint=True),
         stop_on_nan,
     ]
     if chief:
@@ -368,15 +370,23 @@ def train(
             HistoryPlots(run_dir / "history.csv", run_dir / "plots.png"),
         ]
     started = time.time()
-    gan.fit(
-        train_data,
-        epochs=config["epochs"],
-        steps_per_epoch=steps,
-        validation_data=validation,
-        callbacks=callbacks,
-        shuffle=False,  # the tf.data pipeline shuffles
-        verbose=verbose,
-    )
+    try:
+        gan.fit(
+            train_data,
+            epochs=config["epochs"],
+            steps_per_epoch=steps,
+            validation_data=validation,
+            callbacks=callbacks,
+            shuffle=False,  # the tf.data pipeline shuffles
+            verbose=verbose,
+        )
+    except OSError as error:
+        if not (resume and backup.exists()):
+            raise
+        raise TrainingError(
+            f"{backup}: the saved training state cannot be read ({error}); "
+            f"start a new run with another --name"
+        ) from error
     if stop_on_nan.stopped:
         raise TrainingError(
             f"training stopped: {stop_on_nan.stopped}; try a lower --g-lr/--d-lr "

@@ -76,19 +76,29 @@ class KillAtEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt  # what a Ctrl-C or a kill looks like to fit
 
 
-def test_resume_continues_from_the_last_completed_epoch(tmp_path, monkeypatch):
-    config = resolve("pix2pix", builtin_data=True, epochs=3, **TINY)
-    run = tmp_path / "run"
+def train_until_killed(config, run, monkeypatch, epoch=2):
+    """Start a run and kill it as epoch ``epoch`` begins."""
     original_fit = keras.Model.fit
 
     def fit_with_kill(self, *args, callbacks=(), **kwargs):
-        return original_fit(self, *args, callbacks=[*callbacks, KillAtEpoch(2)], **kwargs)
+        return original_fit(self, *args, callbacks=[*callbacks, KillAtEpoch(epoch)], **kwargs)
 
     monkeypatch.setattr(keras.Model, "fit", fit_with_kill)
     with pytest.raises(KeyboardInterrupt):
         training.train(config, run, verbose=0)
     monkeypatch.setattr(keras.Model, "fit", original_fit)
-    assert (run / "backup").exists() and epochs_logged(run) == [0, 1]
+    assert (run / "backup").exists() and epochs_logged(run) == list(range(epoch))
+
+
+def half_written(path):
+    """What a kill halfway through writing ``path`` leaves."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_resume_continues_from_the_last_completed_epoch(tmp_path, monkeypatch):
+    config = resolve("pix2pix", builtin_data=True, epochs=3, **TINY)
+    run = tmp_path / "run"
+    train_until_killed(config, run, monkeypatch)
     best_before = (run / "best.keras").read_bytes()
     assert best_before
 
@@ -100,6 +110,29 @@ def test_resume_continues_from_the_last_completed_epoch(tmp_path, monkeypatch):
         training.train(config, run, resume=True, verbose=0)
     assert epochs_logged(run) == [0, 1, 2]
     assert not (run / "backup").exists()
+
+
+def test_resume_after_a_kill_while_the_backup_was_written(tmp_path, monkeypatch):
+    config = resolve("pix2pix", builtin_data=True, epochs=3, **TINY)
+    run = tmp_path / "run"
+    train_until_killed(config, run, monkeypatch)
+    half_written(run / "backup" / "latest.weights.h5")
+    training.train(config, run, resume=True, verbose=0)  # from the previous epoch's state
+    assert epochs_logged(run)[-2:] == [1, 2]  # epoch 1 again, then 2
+    assert not (run / "backup").exists()
+
+
+def test_unreadable_backup_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    config = resolve("pix2pix", builtin_data=True, epochs=3, **TINY)
+    run = tmp_path / "run"
+    train_until_killed(config, run, monkeypatch)
+    for path in (run / "backup").glob("*.weights.h5*"):
+        half_written(path)
+    assert train_script.main(["--resume", "--name", "run", "--runs-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert error.startswith(f"error: {run / 'backup'}: the saved training state cannot be read")
+    assert (run / "best.keras").exists()  # nothing was lost
 
 
 def test_optimizer_state_survives_a_resume(tmp_path):
