@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from keras_derain.atomic import atomic_output
+from keras_derain.models import float32_copy
 
 
 def to_uint8(images):
@@ -72,7 +73,8 @@ class GeneratorCheckpoint(keras.callbacks.Callback):
             self.best = json.loads(self.record_path.read_text())[monitor]
 
     def on_epoch_end(self, epoch, logs=None):
-        generator = self.model.generator
+        # A generator trained under mixed_float16 is saved as float32 (same weights).
+        generator = float32_copy(self.model.generator)
         with atomic_output(self.directory / "last.keras") as path:
             generator.save(path)
         score = (logs or {}).get(self.monitor)

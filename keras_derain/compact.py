@@ -19,12 +19,14 @@ import keras
 import numpy as np
 
 from keras_derain.atomic import atomic_output
+from keras_derain.models import float32_copy
 
 SUFFIX = ".npz"
 
 
 def save_compact(generator, path):
     """Write ``generator`` (architecture and float16 weights) to ``path`` (``.npz``), atomically."""
+    generator = float32_copy(generator)
     arrays = {f"weight_{index:04d}": np.asarray(weight, np.float16) for index, weight in enumerate(generator.get_weights())}
     architecture = json.dumps(keras.saving.serialize_keras_object(generator))
     with atomic_output(Path(path)) as temporary:

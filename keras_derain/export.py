@@ -42,7 +42,7 @@ import tensorflow as tf
 
 from keras_derain.atomic import atomic_output
 from keras_derain.data.images import read_rgb
-from keras_derain.models import required_multiple
+from keras_derain.models import float32_copy, required_multiple
 
 FORMATS = ("savedmodel", "onnx", "keras")
 TOLERANCE = 1e-4  # largest absolute difference allowed, float32 in [-1, 1]
@@ -367,9 +367,10 @@ def load_generator(path):
     if path.suffix != ".keras":
         raise ExportError(f"--model {path}: expected a .keras generator (what train.py writes)")
     try:
-        return keras.saving.load_model(str(path), compile=False)
+        model = keras.saving.load_model(str(path), compile=False)
     except Exception as error:  # Keras raises many types for a bad archive
         raise ExportError(f"--model {path}: cannot be loaded as a Keras model ({error})") from None
+    return float32_copy(model)  # a mixed_float16 generator is exported computing in float32
 
 
 def export_generator(model_path, out_dir, formats="all", *, opset=None, name=NAME, log=print):

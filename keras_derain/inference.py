@@ -77,7 +77,9 @@ def _keras_runner(generator):
     import tensorflow as tf
 
     from keras_derain.export import PaddedGenerator, metadata
+    from keras_derain.models import float32_copy
 
+    generator = float32_copy(generator)  # a mixed_float16 model computes in float32 here
     info = metadata(generator)
     model = generator if info["fixed_size"] else PaddedGenerator(generator)
     spec = tf.TensorSpec((None, *(info["fixed_size"] or (None, None)), 3), tf.float32)

@@ -335,8 +335,12 @@ def train(
     worker = worker_index(distribution)
     chief = worker is None
     backup = run_dir / ("backup" if chief else f"backup-worker-{worker}")
+    if resume and not backup.exists():
+        raise TrainingError(f"{run_dir}: nothing to resume (no {backup.name}/: the run finished or never started)")
     if not resume and backup.exists():
         raise TrainingError(f"{run_dir} holds an unfinished run; continue it with --resume or pick a new --name")
+    if not resume and chief and (run_dir / "config.json").exists():
+        raise TrainingError(f"{run_dir} holds a finished run; pick a new --name")
     run_dir.mkdir(parents=True, exist_ok=True)
     train_data, steps, (val_rainy, val_clean), description = build_data(config, data, val, clean_dir)
     runtime = {"strategy": strategy, "replicas": replicas, "mixed_precision": mixed_precision,
@@ -415,10 +419,10 @@ def train(
 
 
 def newest_run(runs_dir="runs"):
-    """The most recently modified run folder under ``runs_dir`` that has a config."""
-    candidates = [path.parent for path in Path(runs_dir).glob("*/config.json")]
+    """The most recently modified unfinished run folder (one with a ``backup/``) under ``runs_dir``."""
+    candidates = [path.parent for path in Path(runs_dir).glob("*/config.json") if (path.parent / "backup").is_dir()]
     if not candidates:
-        raise TrainingError(f"{runs_dir}: no runs to resume")
+        raise TrainingError(f"{runs_dir}: no unfinished run to resume")
     return max(candidates, key=lambda path: path.stat().st_mtime)
 
 

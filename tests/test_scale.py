@@ -13,6 +13,8 @@ import pytest
 
 from conftest import REPO
 from keras_derain import training
+from keras_derain.callbacks import GeneratorCheckpoint
+from keras_derain.models.precision import is_mixed
 from keras_derain.presets import resolve
 
 TINY = {"base_channels": 4, "crop_size": 32, "batch_size": 4, "steps_per_epoch": 2}
@@ -31,6 +33,8 @@ STRATEGY_SCRIPT = textwrap.dedent(
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from keras_derain import training
+from keras_derain.callbacks import GeneratorCheckpoint
+from keras_derain.models.precision import is_mixed
     from keras_derain.presets import resolve
 
     strategy = {"default": tf.distribute.get_strategy,
@@ -155,7 +159,7 @@ def test_train_py_with_two_workers_writes_one_run_folder(tmp_path):
     assert not list(run.glob("backup*"))
 
 
-def test_one_mixed_precision_step_on_cpu():
+def test_one_mixed_precision_step_on_cpu(tmp_path):
     config = resolve("pix2pix", epochs=1, **TINY)
     gan = training.build_gan(config, mixed_precision=True)
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
@@ -170,6 +174,16 @@ def test_one_mixed_precision_step_on_cpu():
     assert gan.generator(rainy).dtype == "float32"
     assert np.isfinite(history["g_loss"][0]) and np.isfinite(history["d_loss"][0])
     assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before, gan.generator.trainable_variables))
+
+    # The run folder holds the generator as float32 (same weights), not as a float16 model.
+    checkpoint = GeneratorCheckpoint(tmp_path)
+    checkpoint.set_model(gan)
+    checkpoint.on_epoch_end(0, {"val_psnr": 20.0})
+    saved = keras.saving.load_model(tmp_path / "best.keras")
+    assert is_mixed(gan.generator) and not is_mixed(saved)
+    for a, b in zip(gan.generator.get_weights(), saved.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(saved.predict(rainy, verbose=0), gan.generator.predict(rainy, verbose=0), atol=0.02)
 
 
 def test_switches_resolve_to_off_on_a_cpu():

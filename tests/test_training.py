@@ -111,6 +111,15 @@ def test_resume_continues_from_the_last_completed_epoch(tmp_path, monkeypatch):
     assert epochs_logged(run) == [0, 1, 2]
     assert not (run / "backup").exists()
 
+    # The run has finished: neither a second resume nor a new run may train over it.
+    with pytest.raises(training.TrainingError, match="nothing to resume"):
+        training.train(config, run, resume=True, verbose=0)
+    with pytest.raises(training.TrainingError, match="holds a finished run"):
+        training.train(config, run, verbose=0)
+    assert epochs_logged(run) == [0, 1, 2]
+    with pytest.raises(training.TrainingError, match="no unfinished run"):
+        training.newest_run(tmp_path)
+
 
 def test_resume_after_a_kill_while_the_backup_was_written(tmp_path, monkeypatch):
     config = resolve("pix2pix", builtin_data=True, epochs=3, **TINY)

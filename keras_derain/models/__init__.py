@@ -6,6 +6,7 @@ custom objects.
 """
 
 from keras_derain.models.cgan import cgan_discriminator, cgan_generator
+from keras_derain.models.precision import float32_copy
 from keras_derain.models.pix2pix import (
     patchgan_receptive_field,
     pix2pix_discriminator,
@@ -20,4 +21,5 @@ __all__ = [
     "cgan_discriminator",
     "required_multiple",
     "patchgan_receptive_field",
+    "float32_copy",
 ]
