@@ -86,6 +86,12 @@ def main(argv=None):
             args.data = Path(data["train"]) if data["kind"] == "pairs" else None
             args.val = Path(data["val"]) if data["kind"] == "pairs" else None
             args.clean_dir = Path(data["clean"]) if data.get("clean") not in (None, "built-in") else None
+            # The same strategy and precision as before: a different optimizer type
+            # (LossScaleOptimizer or not) could not take the saved optimizer state.
+            runtime = record.get("runtime", {})
+            args.strategy = runtime.get("strategy", args.strategy)
+            if "mixed_precision" in runtime:
+                args.mixed_precision = "on" if runtime["mixed_precision"] else "off"
             print(f"resuming {run_dir} (its config.json; other flags are ignored)")
         else:
             overrides = {
@@ -108,7 +114,10 @@ def main(argv=None):
     except (ValueError, DatasetError, TrainingError) as error:
         return fail(str(error))
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python train.py --resume --name {run_dir.name}", file=sys.stderr)
+        again = f"python train.py --resume --name {run_dir.name}"
+        if run_dir.parent != Path("runs"):
+            again += f" --runs-dir {run_dir.parent}"
+        print(f"\ninterrupted; continue with: {again}", file=sys.stderr)
         return 130
 
     print(

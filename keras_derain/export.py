@@ -188,8 +188,9 @@ def export_onnx(generator, path, opset=None):
     """
     try:
         import onnx
-    except ImportError:
-        raise ExportError("ONNX export needs tf2onnx and onnx: pip install 'keras-derain[onnx]'") from None
+        import onnxruntime  # noqa: F401  (the export is verified with it)
+    except ImportError as error:
+        raise ExportError(f"ONNX export needs tf2onnx, onnx and onnxruntime: pip install 'keras-derain[onnx]' ({error})") from None
     model = serving_model(generator)
     try:
         model.export(
@@ -201,6 +202,9 @@ def export_onnx(generator, path, opset=None):
         )
     except ImportError as error:
         raise ExportError(f"ONNX export needs tf2onnx: pip install 'keras-derain[onnx]' ({error})") from None
+    except Exception as error:  # tf2onnx raises many types, e.g. for an opset it cannot target
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ExportError(f"--format onnx: the conversion failed (opset {opset or 'default'}): {first_line}") from None
     graph_model = onnx.load(str(path))
     graph = graph_model.graph
     old_output = graph.output[0].name
@@ -294,10 +298,15 @@ def verify(generator, paths, log=print):
     loaders = {"savedmodel": _run_savedmodel, "onnx": _run_onnx, "keras": _run_keras}
     differences, failures = {}, []
     for format_name, path in paths.items():
-        run = loaders[format_name](path)
         largest, largest_uint8 = 0.0, 0
-        for rainy, reference in zip(photos, references):
-            generated = run(rainy)
+        try:
+            run = loaders[format_name](path)
+            outputs = [run(rainy) for rainy in photos]
+        except Exception as error:  # a converter can write a file its runtime rejects
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            failures.append(f"{format_name}: the written export cannot be run ({first_line})")
+            continue
+        for rainy, reference, generated in zip(photos, references, outputs):
             if format_name == "savedmodel":
                 generated, generated_uint8 = generated
                 # The uint8 signature rounds: one level apart at most.

@@ -68,6 +68,10 @@ def check_config(config):
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {config[name]!r}")
     if not 0.0 <= config["label_flip"] <= 0.5:
         raise ValueError(f"--label-flip must be in [0, 0.5], got {config['label_flip']!r}")
+    if not 0.0 <= config["beta_1"] < 1.0:
+        raise ValueError(f"--beta-1 must be in [0, 1), got {config['beta_1']!r}")
+    if not isinstance(config["seed"], int) or not 0 <= config["seed"] < 2**32:
+        raise ValueError(f"--seed must be an integer in [0, 2**32), got {config['seed']!r}")
     if config["l1_weight"] < 0:
         raise ValueError(f"--l1-weight must be >= 0, got {config['l1_weight']!r}")
     if config["crop_size"] < 16 or config["crop_size"] % 16:

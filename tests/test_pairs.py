@@ -29,7 +29,7 @@ def test_raindrop_splits_and_mixed_suffixes(tmp_path):
     assert len(find_pairs(tmp_path, split="train")) == 2
     test_b = find_pairs(tmp_path, split="test_b")
     assert len(test_b) == 3 and test_b[0][0].suffix == ".jpg"
-    with pytest.raises(DatasetError, match="choose one with split"):
+    with pytest.raises(DatasetError, match="holds splits .*choose one"):
         find_pairs(tmp_path)
     with pytest.raises(DatasetError, match="no split 'test_a'"):
         find_pairs(tmp_path, split="test_a")
@@ -164,6 +164,22 @@ def test_modes_become_8bit_rgb(tmp_path, mode):
         np.testing.assert_array_equal(read_rgb(tmp_path / "data" / "0_rain.png")[..., 0], rgb[..., 0])
 
 
+def test_read_rgb_applies_exif_orientation(tmp_path):
+    rgb = random_image(20, 24)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was turned; viewers rotate 90 degrees clockwise
+    Image.fromarray(rgb).save(tmp_path / "phone.png", exif=exif)
+    upright = read_rgb(tmp_path / "phone.png")
+    np.testing.assert_array_equal(upright, np.rot90(rgb, k=-1))
+
+
+def test_image_too_large_to_decode_safely(tmp_path, monkeypatch):
+    Image.fromarray(random_image(20, 24)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 480 pixels > 2 x the limit
+    with pytest.raises(DatasetError, match="huge.png: too large to decode safely"):
+        read_rgb(tmp_path / "huge.png")
+
+
 # --- bad input: one clear DatasetError naming the file ------------------------------------------
 
 
@@ -189,6 +205,13 @@ def test_missing_partner(tmp_path):
     write_raindrop_layout(tmp_path, count=3)
     (tmp_path / "gt" / "1_clean.png").unlink()
     with pytest.raises(DatasetError, match=r"1_rain\.png: no clean partner"):
+        paired_dataset(tmp_path)
+
+
+def test_two_files_with_one_name(tmp_path):
+    write_raindrop_layout(tmp_path, count=2)
+    Image.fromarray(random_image(20, 24)).save(tmp_path / "data" / "1_rain.jpg")
+    with pytest.raises(DatasetError, match=r"1_rain\.(jpg|png): same name as 1_rain\.(png|jpg)"):
         paired_dataset(tmp_path)
 
 

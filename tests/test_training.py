@@ -186,6 +186,8 @@ def test_nan_losses_stop_the_run_with_a_clear_error(tmp_path):
         (["--crop-size", "100"], "--crop-size must be a multiple of 16"),
         (["--data", "missing-folder"], "missing-folder: no such folder"),
         (["--strategy", "multiworker"], "--strategy multiworker needs --name"),
+        (["--beta-1", "1.0"], "--beta-1 must be in [0, 1)"),
+        (["--seed", "-1"], "--seed must be an integer in [0, 2**32)"),
     ],
 )
 def test_bad_flags_fail_before_training(tmp_path, capsys, argv, message):

@@ -12,7 +12,7 @@ import os
 import re
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Formats that both PIL (the checks) and tf.io.decode_image (the pipeline) read.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -70,6 +70,8 @@ def check_image(path):
             return image.size
     except DatasetError:
         raise
+    except Image.DecompressionBombError as error:
+        raise DatasetError(f"{path}: too large to decode safely ({error})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DatasetError(f"{path}: unreadable or corrupt image ({error})") from None
 
@@ -91,7 +93,8 @@ def read_rgb(path):
     """Read an image file as an 8-bit RGB ``numpy`` array (HxWx3, uint8).
 
     Grayscale, RGBA, palette and 16-bit images become 8-bit RGB, as in the
-    ``tf.data`` pipeline.
+    ``tf.data`` pipeline. An EXIF orientation (phone photos) is applied, so
+    the array is upright as photo viewers show the file.
 
     Example:
         >>> from keras_derain.data.images import read_rgb
@@ -100,7 +103,8 @@ def read_rgb(path):
     """
     path = Path(path)
     check_image(path)
-    with Image.open(path) as image:
+    with Image.open(path) as opened:
+        image = ImageOps.exif_transpose(opened)
         if image.mode.startswith("I;16"):
             # 16-bit grayscale: keep the high byte, as tf.io.decode_image does.
             gray = (np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8)

@@ -31,9 +31,20 @@ def _raindrop_key(path, kind):
     return match.group("key")
 
 
+def _by_key(files, key_of):
+    """``{key: path}``; two files with one key (``1.jpg`` and ``1.png``) are an error, not a silent pick."""
+    by_key = {}
+    for path in files:
+        key = key_of(path)
+        if key in by_key:
+            raise DatasetError(f"{path}: same name as {by_key[key].name}; keep one of the two")
+        by_key[key] = path
+    return by_key
+
+
 def _match(rainy_files, clean_files, rainy_key, clean_key):
-    rainy_by_key = {rainy_key(path): path for path in rainy_files}
-    clean_by_key = {clean_key(path): path for path in clean_files}
+    rainy_by_key = _by_key(rainy_files, rainy_key)
+    clean_by_key = _by_key(clean_files, clean_key)
     for key, path in rainy_by_key.items():
         if key not in clean_by_key:
             raise DatasetError(f"{path}: no clean partner in {clean_files[0].parent}")
@@ -60,7 +71,7 @@ def _resolve_root(root, split):
         return split_root
     if not (root / "data").is_dir() and any((root / name).is_dir() for name in RAINDROP_SPLITS):
         present = [name for name in RAINDROP_SPLITS if (root / name).is_dir()]
-        raise DatasetError(f"{root}: holds splits {', '.join(present)}; choose one with split=")
+        raise DatasetError(f"{root}: holds splits {', '.join(present)}; choose one (split= / --split, or give {root}/<split>)")
     return root
 
 
