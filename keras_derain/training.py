@@ -224,12 +224,33 @@ def resolve_switch(name, value):
     return has_gpu() if value == "auto" else value == "on"
 
 
+class ReplicaLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """Keras' dynamic loss scaling, with one skip-or-apply decision for all replicas.
+
+    Keras' LossScaleOptimizer checks the gradients for inf/NaN before they are
+    summed across replicas, then (in the merge-call path TensorFlow takes on
+    CPUs) trusts replica 0's answer: an overflow on another replica goes into
+    the weights as NaN, and on GPUs the replicas could take different branches
+    around the all-reduce. Here the replicas agree first (an all-reduce of the
+    flag), so all of them skip the step and halve the scale together.
+    """
+
+    def check_finite(self, grads):
+        finite = super().check_finite(grads)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return finite
+        # tf.distribute reduces by SUM or MEAN only: count the replicas that overflowed.
+        overflowed = context.all_reduce("SUM", tf.cast(tf.logical_not(finite), tf.float32))
+        return overflowed < 0.5
+
+
 def _optimizers(config, mixed_precision):
     g_optimizer = keras.optimizers.Adam(config["g_lr"], beta_1=config["beta_1"])
     d_optimizer = keras.optimizers.Adam(config["d_lr"], beta_1=config["beta_1"])
     if mixed_precision:
         # Dynamic loss scaling in both, so small float16 gradients do not vanish.
-        return keras.optimizers.LossScaleOptimizer(g_optimizer), keras.optimizers.LossScaleOptimizer(d_optimizer)
+        return ReplicaLossScaleOptimizer(g_optimizer), ReplicaLossScaleOptimizer(d_optimizer)
     return g_optimizer, d_optimizer
 
 

@@ -133,6 +133,51 @@ def test_multiworker_strategy_matches_one_device(one_device, tmp_path):
         assert_same_training(one_device, result)
 
 
+OVERFLOW_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from keras_derain import training
+    from keras_derain.presets import resolve
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    config = resolve("pix2pix", epochs=1, base_channels=4, crop_size=32, batch_size=4)
+    with strategy.scope():
+        gan = training.build_gan(config, mixed_precision=True)
+    rainy = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
+    clean = rainy.copy()
+    rainy[2:] *= 1e5  # only the second replica's half overflows float16 (max 65504)
+    networks = {"generator": (gan.generator, gan.g_optimizer), "discriminator": (gan.discriminator, gan.d_optimizer)}
+    before = {name: [v.numpy().copy() for v in model.trainable_variables] for name, (model, _) in networks.items()}
+    scales = {name: float(optimizer.dynamic_scale.numpy()) for name, (_, optimizer) in networks.items()}
+    gan.fit(tf.data.Dataset.from_tensors((rainy, clean)), epochs=1, verbose=0)
+    report = {}
+    for name, (model, optimizer) in networks.items():
+        after = [v.numpy() for v in model.trainable_variables]
+        report[name] = {"unchanged": all(np.array_equal(a, b) for a, b in zip(before[name], after)),
+                        "scale": [scales[name], float(optimizer.dynamic_scale.numpy())]}
+    print(json.dumps(report))
+    """
+)
+
+
+def test_overflow_on_one_replica_skips_the_step_on_all():
+    # Mixed precision over two replicas: an inf gradient on one replica must skip
+    # the update everywhere and halve the loss scale (Keras' own optimizer trusts
+    # replica 0 and writes NaN into the weights).
+    result = subprocess.run([sys.executable, "-c", OVERFLOW_SCRIPT], cwd=REPO, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for name in ("generator", "discriminator"):
+        assert report[name]["unchanged"], report
+        before, after = report[name]["scale"]
+        assert after == before / 2, report
+
+
 def test_train_py_with_two_workers_writes_one_run_folder(tmp_path):
     # train.py as the README launches it on two machines, here two processes: both
     # train, only the chief (worker 0) writes the run folder.
