@@ -258,7 +258,8 @@ class DerainGAN(keras.Model):
     def test_step(self, data):
         rainy, clean = data[0], data[1]
         generated = tf.cast(self.generator(rainy, training=False), tf.float32)
-        self.l1_tracker.update_state(tf.reduce_mean(tf.abs(tf.cast(clean, tf.float32) - generated)))
+        # One value per image: a replica's empty last batch then adds nothing (a mean would add NaN).
+        self.l1_tracker.update_state(tf.reduce_mean(tf.abs(tf.cast(clean, tf.float32) - generated), axis=[1, 2, 3]))
         for metric in self.image_metrics:
             metric.update_state(clean, generated)
         return _replica_share({metric.name: metric.result() for metric in (*self.image_metrics, self.l1_tracker)})

@@ -208,6 +208,15 @@ def test_missing_partner(tmp_path):
         paired_dataset(tmp_path)
 
 
+@pytest.mark.parametrize("mode", ["P", "1"])
+def test_bmp_that_tensorflow_misreads(tmp_path, mode):
+    write_raindrop_layout(tmp_path, count=2)
+    (tmp_path / "data" / "1_rain.png").unlink()
+    Image.fromarray(random_image(20, 24)).convert(mode).save(tmp_path / "data" / "1_rain.bmp")
+    with pytest.raises(DatasetError, match=rf"1_rain\.bmp: a {mode}-mode BMP, which TensorFlow misreads"):
+        paired_dataset(tmp_path)
+
+
 def test_two_files_with_one_name(tmp_path):
     write_raindrop_layout(tmp_path, count=2)
     Image.fromarray(random_image(20, 24)).save(tmp_path / "data" / "1_rain.jpg")

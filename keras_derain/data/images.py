@@ -66,6 +66,10 @@ def check_image(path):
                 raise DatasetError(
                     f"{path}: unsupported image format {image.format}; use PNG, JPEG, BMP or GIF"
                 )
+            if image.format == "BMP" and image.mode not in ("RGB", "RGBA", "L"):
+                # TensorFlow fails on 1- and 4-bit BMPs and reads palette BMPs as
+                # gray indices (wrong colours, no error): checked with TF 2.21.
+                raise DatasetError(f"{path}: a {image.mode}-mode BMP, which TensorFlow misreads; save it as PNG")
             image.load()  # a full decode: catches truncated and corrupt files
             return image.size
     except DatasetError:
