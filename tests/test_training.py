@@ -76,8 +76,8 @@ class KillAtEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt  # what a Ctrl-C or a kill looks like to fit
 
 
-def train_until_killed(config, run, monkeypatch, epoch=2):
-    """Start a run and kill it as epoch ``epoch`` begins."""
+def train_until_killed(config, run, monkeypatch, epoch=2, **options):
+    """Start a run (``options`` go to ``train``) and kill it as epoch ``epoch`` begins."""
     original_fit = keras.Model.fit
 
     def fit_with_kill(self, *args, callbacks=(), **kwargs):
@@ -85,7 +85,7 @@ def train_until_killed(config, run, monkeypatch, epoch=2):
 
     monkeypatch.setattr(keras.Model, "fit", fit_with_kill)
     with pytest.raises(KeyboardInterrupt):
-        training.train(config, run, verbose=0)
+        training.train(config, run, verbose=0, **options)
     monkeypatch.setattr(keras.Model, "fit", original_fit)
     assert (run / "backup").exists() and epochs_logged(run) == list(range(epoch))
 
@@ -129,6 +129,27 @@ def test_resume_after_a_kill_while_the_backup_was_written(tmp_path, monkeypatch)
     training.train(config, run, resume=True, verbose=0)  # from the previous epoch's state
     assert epochs_logged(run)[-2:] == [1, 2]  # epoch 1 again, then 2
     assert not (run / "backup").exists()
+
+
+def test_resume_keeps_the_runs_precision(tmp_path, monkeypatch, capsys):
+    # A mixed-precision run (as on a GPU) resumed with train.py's default --mixed-precision auto
+    # on this CPU: it must go on with loss scaling, or the optimizer state could not be loaded.
+    config = resolve("pix2pix", builtin_data=True, epochs=3, **TINY)
+    run = tmp_path / "run"
+    train_until_killed(config, run, monkeypatch, mixed_precision="on")
+    resumed = {}
+    original_train = training.train
+
+    def spy(*args, **kwargs):
+        resumed.update(kwargs)
+        return original_train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", spy)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Skipping variable loading")  # optimizer state lost
+        assert train_script.main(["--resume", "--name", "run", "--runs-dir", str(tmp_path), "--quiet"]) == 0
+    assert resumed["mixed_precision"] == "on"
+    assert epochs_logged(run) == [0, 1, 2]
 
 
 def test_unreadable_backup_is_a_one_line_error(tmp_path, monkeypatch, capsys):
