@@ -33,8 +33,6 @@ STRATEGY_SCRIPT = textwrap.dedent(
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from keras_derain import training
-from keras_derain.callbacks import GeneratorCheckpoint
-from keras_derain.models.precision import is_mixed
     from keras_derain.presets import resolve
 
     strategy = {"default": tf.distribute.get_strategy,
