@@ -208,19 +208,39 @@ def test_missing_partner(tmp_path):
         paired_dataset(tmp_path)
 
 
-@pytest.mark.parametrize("mode", ["P", "1"])
-def test_bmp_that_tensorflow_misreads(tmp_path, mode):
-    write_raindrop_layout(tmp_path, count=2)
-    (tmp_path / "data" / "1_rain.png").unlink()
-    Image.fromarray(random_image(20, 24)).convert(mode).save(tmp_path / "data" / "1_rain.bmp")
-    with pytest.raises(DatasetError, match=rf"1_rain\.bmp: a {mode}-mode BMP, which TensorFlow misreads"):
-        paired_dataset(tmp_path)
+def _save(data, name, **options):
+    """A new rainy file ``name`` in ``data/``: random pixels, PIL ``mode``/``format`` options."""
+    mode = options.pop("mode", None)
+    image = Image.fromarray(random_image(40, 48))
+    (image.convert(mode) if mode else image).save(data / name, **options)
 
 
-def test_two_files_with_one_name(tmp_path):
+def _replace_bmp(mode):
+    def damage(data):
+        (data / "1_rain.png").unlink()
+        _save(data, "1_rain.bmp", mode=mode)
+
+    return damage
+
+
+BAD_FILES = {
+    "tiff named .png": (lambda data: _save(data, "1_rain.png", format="TIFF"),
+                        r"1_rain\.png: unsupported image format TIFF"),
+    "badly named": (lambda data: _save(data, "photo.png"), r"photo\.png: expected a name like N_rain"),
+    "two files, one name": (lambda data: _save(data, "1_rain.jpg"),
+                            r"1_rain\.(jpg|png): same name as 1_rain\.(png|jpg)"),
+    # TensorFlow fails on 1-bit BMPs and reads palette BMPs with wrong colours.
+    "palette bmp": (_replace_bmp("P"), r"1_rain\.bmp: a P-mode BMP, which TensorFlow misreads"),
+    "1-bit bmp": (_replace_bmp("1"), r"1_rain\.bmp: a 1-mode BMP, which TensorFlow misreads"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_file_is_named(tmp_path, case):
     write_raindrop_layout(tmp_path, count=2)
-    Image.fromarray(random_image(20, 24)).save(tmp_path / "data" / "1_rain.jpg")
-    with pytest.raises(DatasetError, match=r"1_rain\.(jpg|png): same name as 1_rain\.(png|jpg)"):
+    damage, message = BAD_FILES[case]
+    damage(tmp_path / "data")
+    with pytest.raises(DatasetError, match=message):
         paired_dataset(tmp_path)
 
 
@@ -250,21 +270,6 @@ def test_corrupt_file(tmp_path, damage):
         path.write_bytes(b"this is not an image")
     with pytest.raises(DatasetError, match=r"1_rain\.png: unreadable or corrupt"):
         paired_dataset(tmp_path)
-
-
-def test_unsupported_format(tmp_path):
-    write_raindrop_layout(tmp_path, count=1)
-    path = tmp_path / "data" / "0_rain.png"
-    Image.fromarray(random_image(40, 48)).save(path, format="TIFF")
-    with pytest.raises(DatasetError, match=r"0_rain\.png: unsupported image format TIFF"):
-        paired_dataset(tmp_path)
-
-
-def test_badly_named_file(tmp_path):
-    write_raindrop_layout(tmp_path, count=1)
-    Image.fromarray(random_image(40, 48)).save(tmp_path / "data" / "photo.png")
-    with pytest.raises(DatasetError, match=r"photo\.png: expected a name like N_rain"):
-        find_pairs(tmp_path)
 
 
 def test_whole_images_of_several_sizes_need_batch_1(tmp_path):
