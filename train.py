@@ -77,6 +77,7 @@ def main(argv=None):
     from keras_derain.data import DatasetError, find_pairs
     from keras_derain.training import TrainingError, check_config, newest_run, read_config, train
 
+    run_dir = None
     try:
         if args.resume:
             run_dir = args.runs_dir / args.name if args.name else newest_run(args.runs_dir)
@@ -114,6 +115,9 @@ def main(argv=None):
     except (ValueError, DatasetError, TrainingError) as error:
         return fail(str(error))
     except KeyboardInterrupt:
+        if run_dir is None:
+            print("\ninterrupted", file=sys.stderr)
+            return 130
         again = f"python train.py --resume --name {run_dir.name}"
         if run_dir.parent != Path("runs"):
             again += f" --runs-dir {run_dir.parent}"

@@ -299,12 +299,14 @@ def verify(generator, paths, log=print):
     differences, failures = {}, []
     for format_name, path in paths.items():
         largest, largest_uint8 = 0.0, 0
+        load = loaders[format_name]
         try:
-            run = loaders[format_name](path)
+            run = load(path)
             outputs = [run(rainy) for rainy in photos]
         except Exception as error:  # a converter can write a file its runtime rejects
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            failures.append(f"{format_name}: the written export cannot be run ({first_line})")
+            first_line = first_line.replace(str(path), "the exported file")  # a temporary, already removed
+            failures.append(f"--format {format_name}: the export cannot be run ({first_line})")
             continue
         for rainy, reference, generated in zip(photos, references, outputs):
             if format_name == "savedmodel":

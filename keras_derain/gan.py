@@ -34,8 +34,9 @@ def _replica_share(logs):
     themselves, which are synchronised across workers either way.
     """
     strategy = tf.distribute.get_strategy()
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and resolver and resolver.task_type:
+    # Keras' own test for its multi-worker path (a cluster of one worker is not one).
+    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and in_multi_worker_mode():
         return {name: tf.reshape(value, [1]) for name, value in logs.items()}
     return logs
 

@@ -224,6 +224,20 @@ def resolve_switch(name, value):
     return has_gpu() if value == "auto" else value == "on"
 
 
+class _BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore; a saved state that cannot be read is a TrainingError naming it."""
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError) as error:  # h5py's OSError; JSONDecodeError is a ValueError
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise TrainingError(
+                f"{self.backup_dir}: the saved training state cannot be read ({detail}); "
+                "start a new run with another --name"
+            ) from None
+
+
 class ReplicaLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
     """Keras' dynamic loss scaling, with one skip-or-apply decision for all replicas.
 
@@ -360,12 +374,15 @@ def train(
     worker = worker_index(distribution)
     chief = worker is None
     backup = run_dir / ("backup" if chief else f"backup-worker-{worker}")
+    ended = (run_dir / "summary.json").exists() or _epochs_logged(run_dir) > 0
     if resume and not backup.exists():
-        raise TrainingError(f"{run_dir}: nothing to resume (no {backup.name}/: the run finished or never started)")
+        if ended:
+            raise TrainingError(f"{run_dir}: nothing to resume (no {backup.name}/: the run has ended)")
+        print(f"{run_dir}: no epoch was completed; starting from the first")
     if not resume and backup.exists():
         raise TrainingError(f"{run_dir} holds an unfinished run; continue it with --resume or pick a new --name")
-    if not resume and chief and (run_dir / "config.json").exists():
-        raise TrainingError(f"{run_dir} holds a finished run; pick a new --name")
+    if not resume and chief and ended:
+        raise TrainingError(f"{run_dir} holds the results of a run; pick a new --name")
     run_dir.mkdir(parents=True, exist_ok=True)
     train_data, steps, (val_rainy, val_clean), description = build_data(config, data, val, clean_dir)
     runtime = {"strategy": strategy, "replicas": replicas, "mixed_precision": mixed_precision,
@@ -388,7 +405,7 @@ def train(
         # Restores weights, optimizer states and the epoch counter on --resume.
         # double_checkpoint keeps the previous epoch's state beside the latest,
         # so a kill while the latest is being written still resumes.
-        keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True, delete_checkpoint=True),
+        _BackupAndRestore(str(backup), double_checkpoint=True, delete_checkpoint=True),
         stop_on_nan,
     ]
     if chief:
@@ -399,23 +416,15 @@ def train(
             HistoryPlots(run_dir / "history.csv", run_dir / "plots.png"),
         ]
     started = time.time()
-    try:
-        gan.fit(
-            train_data,
-            epochs=config["epochs"],
-            steps_per_epoch=steps,
-            validation_data=validation,
-            callbacks=callbacks,
-            shuffle=False,  # the tf.data pipeline shuffles
-            verbose=verbose,
-        )
-    except OSError as error:
-        if not (resume and backup.exists()):
-            raise
-        raise TrainingError(
-            f"{backup}: the saved training state cannot be read ({error}); "
-            f"start a new run with another --name"
-        ) from error
+    gan.fit(
+        train_data,
+        epochs=config["epochs"],
+        steps_per_epoch=steps,
+        validation_data=validation,
+        callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles
+        verbose=verbose,
+    )
     if stop_on_nan.stopped:
         raise TrainingError(
             f"training stopped: {stop_on_nan.stopped}; try a lower --g-lr/--d-lr "
@@ -443,9 +452,24 @@ def train(
     return summary
 
 
+def _epochs_logged(run_dir):
+    """How many epochs ``history.csv`` records (0 without one)."""
+    path = Path(run_dir) / "history.csv"
+    if not path.exists():
+        return 0
+    return max(0, sum(1 for line in path.read_text().splitlines() if line.strip()) - 1)
+
+
 def newest_run(runs_dir="runs"):
-    """The most recently modified unfinished run folder (one with a ``backup/``) under ``runs_dir``."""
-    candidates = [path.parent for path in Path(runs_dir).glob("*/config.json") if (path.parent / "backup").is_dir()]
+    """The most recently modified run folder under ``runs_dir`` that can be resumed.
+
+    That is one with a ``backup/``, or one that ended before its first epoch
+    (a config but no epoch in ``history.csv``).
+    """
+    candidates = [
+        path.parent for path in Path(runs_dir).glob("*/config.json")
+        if (path.parent / "backup").is_dir() or _epochs_logged(path.parent) == 0
+    ]
     if not candidates:
         raise TrainingError(f"{runs_dir}: no unfinished run to resume")
     return max(candidates, key=lambda path: path.stat().st_mtime)

@@ -114,7 +114,7 @@ def test_newest_run_is_found_by_config_time(tmp_path):
         (["--runs-dir", "{tmp}/runs"], "no training runs"),
         (["--model", "{model}", "--out", "{tmp}/a_file/out"], "not a writable folder"),
         (["--model", "{model}", "--format", "onnx", "--opset", "1", "--out", "{tmp}/out"],
-         "onnx: the written export cannot be run"),
+         "--format onnx: the export cannot be run"),
     ],
 )
 def test_cli_errors_are_one_line(flags, message, exported, tmp_path, capsys):

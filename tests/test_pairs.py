@@ -29,7 +29,7 @@ def test_raindrop_splits_and_mixed_suffixes(tmp_path):
     assert len(find_pairs(tmp_path, split="train")) == 2
     test_b = find_pairs(tmp_path, split="test_b")
     assert len(test_b) == 3 and test_b[0][0].suffix == ".jpg"
-    with pytest.raises(DatasetError, match="holds splits .*choose one"):
+    with pytest.raises(DatasetError, match="holds splits .*give one of them"):
         find_pairs(tmp_path)
     with pytest.raises(DatasetError, match="no split 'test_a'"):
         find_pairs(tmp_path, split="test_a")
@@ -215,6 +215,12 @@ def _save(data, name, **options):
     (image.convert(mode) if mode else image).save(data / name, **options)
 
 
+def _rotated():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned by 90 degrees
+    return exif
+
+
 def _replace_bmp(mode):
     def damage(data):
         (data / "1_rain.png").unlink()
@@ -230,6 +236,8 @@ BAD_FILES = {
     "two files, one name": (lambda data: _save(data, "1_rain.jpg"),
                             r"1_rain\.(jpg|png): same name as 1_rain\.(png|jpg)"),
     # TensorFlow fails on 1-bit BMPs and reads palette BMPs with wrong colours.
+    "rotated rainy file": (lambda data: _save(data, "1_rain.png", exif=_rotated()),
+                           r"1_rain\.png and its partner .*1_clean\.png have different EXIF orientations"),
     "palette bmp": (_replace_bmp("P"), r"1_rain\.bmp: a P-mode BMP, which TensorFlow misreads"),
     "1-bit bmp": (_replace_bmp("1"), r"1_rain\.bmp: a 1-mode BMP, which TensorFlow misreads"),
 }

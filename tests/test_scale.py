@@ -176,15 +176,17 @@ def test_overflow_on_one_replica_skips_the_step_on_all():
         assert after == before / 2, report
 
 
-def test_train_py_with_two_workers_writes_one_run_folder(tmp_path):
-    # train.py as the README launches it on two machines, here two processes: both
-    # train, only the chief (worker 0) writes the run folder.
-    workers = [f"localhost:{port}" for port in free_ports(2)]
+@pytest.mark.parametrize("count", [1, 2])
+def test_train_py_with_workers_writes_one_run_folder(tmp_path, count):
+    # train.py as the README launches it on several machines, here processes: all
+    # train, only the chief (worker 0) writes the run folder. A cluster of one is
+    # a usual first try, and Keras treats it as no cluster.
+    workers = [f"localhost:{port}" for port in free_ports(count)]
     argv = [sys.executable, "train.py", "--strategy", "multiworker", "--name", "shared", "--runs-dir",
             str(tmp_path), "--base-channels", "4", "--crop-size", "32", "--batch-size", "4",
             "--steps-per-epoch", "2", "--epochs", "2", "--quiet"]
     processes = []
-    for index in range(2):
+    for index in range(count):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}
         processes.append(subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -194,7 +196,7 @@ def test_train_py_with_two_workers_writes_one_run_folder(tmp_path):
         assert process.returncode == 0, output[-3000:]
         assert "validation PSNR (32 pairs, RGB)" in output
     run = tmp_path / "shared"
-    assert json.loads((run / "config.json").read_text())["runtime"]["replicas"] == 2
+    assert json.loads((run / "config.json").read_text())["runtime"]["replicas"] == count
     assert len((run / "history.csv").read_text().splitlines()) == 3  # header + 2 epochs, written once
     assert sorted(path.name for path in (run / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png"]
     assert (run / "best.keras").is_file() and (run / "summary.json").is_file()

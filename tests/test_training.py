@@ -114,11 +114,31 @@ def test_resume_continues_from_the_last_completed_epoch(tmp_path, monkeypatch):
     # The run has finished: neither a second resume nor a new run may train over it.
     with pytest.raises(training.TrainingError, match="nothing to resume"):
         training.train(config, run, resume=True, verbose=0)
-    with pytest.raises(training.TrainingError, match="holds a finished run"):
+    with pytest.raises(training.TrainingError, match="holds the results of a run"):
         training.train(config, run, verbose=0)
     assert epochs_logged(run) == [0, 1, 2]
     with pytest.raises(training.TrainingError, match="no unfinished run"):
         training.newest_run(tmp_path)
+
+
+def test_a_run_killed_in_its_first_epoch_can_start_again(tmp_path, monkeypatch, capsys):
+    # Nothing to restore yet (no backup/, no history.csv): --resume and a plain rerun both train it.
+    config = resolve("pix2pix", builtin_data=True, epochs=1, **TINY)
+    run = tmp_path / "run"
+    original_fit = keras.Model.fit
+
+    def fit_with_kill(self, *args, callbacks=(), **kwargs):
+        return original_fit(self, *args, callbacks=[*callbacks, KillAtEpoch(0)], **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", fit_with_kill)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, run, verbose=0)
+    monkeypatch.setattr(keras.Model, "fit", original_fit)
+    assert (run / "config.json").exists() and not (run / "backup").exists()
+    assert training.newest_run(tmp_path) == run
+    training.train(config, run, resume=True, verbose=0)
+    assert "no epoch was completed; starting from the first" in capsys.readouterr().out
+    assert epochs_logged(run) == [0]
 
 
 def test_resume_after_a_kill_while_the_backup_was_written(tmp_path, monkeypatch):

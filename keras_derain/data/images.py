@@ -80,6 +80,12 @@ def check_image(path):
         raise DatasetError(f"{path}: unreadable or corrupt image ({error})") from None
 
 
+def exif_orientation(path):
+    """The EXIF orientation tag of an image file (1, upright, when it has none)."""
+    with Image.open(path) as image:
+        return int(image.getexif().get(0x0112, 1))
+
+
 def check_images(paths, workers=None):
     """:func:`check_image` for many files in parallel; returns their sizes in order.
 

@@ -16,7 +16,7 @@ import re
 import tensorflow as tf
 
 from keras_derain.data.augment import element_seeds, random_crop_flip, to_signed
-from keras_derain.data.images import DatasetError, check_images, decode_rgb, list_images, natural_key
+from keras_derain.data.images import DatasetError, check_images, decode_rgb, exif_orientation, list_images, natural_key
 
 RAINDROP_SPLITS = ("train", "test_a", "test_b")
 # Folder names of the generic layout, as (rainy, clean).
@@ -71,7 +71,7 @@ def _resolve_root(root, split):
         return split_root
     if not (root / "data").is_dir() and any((root / name).is_dir() for name in RAINDROP_SPLITS):
         present = [name for name in RAINDROP_SPLITS if (root / name).is_dir()]
-        raise DatasetError(f"{root}: holds splits {', '.join(present)}; choose one (split= / --split, or give {root}/<split>)")
+        raise DatasetError(f"{root}: holds splits {', '.join(present)}; give one of them, e.g. {root / present[0]}")
     return root
 
 
@@ -140,6 +140,10 @@ def check_pairs(pairs):
                 f"{rainy} is {rainy_size[0]}x{rainy_size[1]} but its partner {clean} is "
                 f"{clean_size[0]}x{clean_size[1]}"
             )
+        # read_rgb (evaluation, prediction) turns images upright by their EXIF tag,
+        # tf.data (training) does not: the two must agree for both paths to see a pair.
+        if exif_orientation(rainy) != exif_orientation(clean):
+            raise DatasetError(f"{rainy} and its partner {clean} have different EXIF orientations; save both upright")
         shapes.append((rainy_size[1], rainy_size[0]))
     return shapes
 

@@ -31,6 +31,11 @@ def float32_copy(model):
     def rebuild(layer):
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 
-    copy = keras.models.clone_model(model, clone_function=rebuild)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")  # for the clone's own wrapper too
+    try:
+        copy = keras.models.clone_model(model, clone_function=rebuild)
+    finally:
+        keras.config.set_dtype_policy(previous)
     copy.set_weights(model.get_weights())
     return copy
