@@ -11,8 +11,16 @@ Example:
 """
 
 import importlib
+import os
 
 __version__ = "0.1.0"
+
+# TensorFlow's C++ log level is read once, when it loads (checking the backend
+# loads it). Without an NVIDIA driver, CUDA builds log an error-level
+# "failed call to cuInit" on every run: hide errors there too, not only info
+# and warnings. A user's own TF_CPP_MIN_LOG_LEVEL wins.
+_HAS_NVIDIA_DRIVER = os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidiactl")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if _HAS_NVIDIA_DRIVER else "3")
 
 from keras_derain._backend import check_backend
 

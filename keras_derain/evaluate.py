@@ -14,7 +14,15 @@ the data and the tiling) and ``grid.jpg`` (rainy | derained | clean for the
 worst and best images by PSNR-Y gain). Several ``--model`` flags write one
 combined table in ``--out`` and each model's outputs in ``--out/NAME/``.
 ``--no-reference`` derains a folder of rainy photos without ground truth and
-writes only the outputs and a rainy | derained grid.
+writes only the outputs and a rainy | derained grid (the `keras_derain.predict`
+batch: a photo that fails is named in one line and the others go on).
+
+Before anything is derained or written, every pair is checked: the photos'
+headers against ``--max-pixels``, a full decode, one size per pair, and at
+least 7x7 pixels (SSIM's window); ``--out`` must be writable. A failure while
+deraining ends the evaluation in one line naming the photo: means over some
+of the pairs would not compare with other runs. Outputs in ``--out`` are
+replaced on a rerun.
 
 Example:
     python -m keras_derain.evaluate --model runs/a/best.keras --data Raindrop --split test_a
@@ -29,11 +37,9 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
-
 import numpy as np
 
-from keras_derain.inference import DEFAULT_TILE_SIZE
+from keras_derain.inference import DEFAULT_MAX_PIXELS, DEFAULT_TILE_SIZE
 
 MEASURES = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 HEADERS = ("PSNR-Y (dB)", "SSIM-Y", "PSNR-RGB (dB)", "SSIM-RGB")
@@ -46,6 +52,7 @@ CONVENTION = (
 GRID_IMAGES = 2  # the worst and the best this many, by PSNR-Y gain
 GRID_WIDTH = 240  # pixels per panel in the grid, to keep it small
 NO_REFERENCE_GRID_IMAGES = 8
+MIN_SIDE = 7  # SSIM's 7x7 window must fit (`keras_derain.metrics`)
 
 
 def quality(image, clean):
@@ -60,13 +67,36 @@ def quality(image, clean):
     }
 
 
-def as_derainer(model, *, tile_size=DEFAULT_TILE_SIZE, overlap=32):
+def as_derainer(model, *, tile_size=DEFAULT_TILE_SIZE, overlap=32, max_pixels=DEFAULT_MAX_PIXELS):
     """A `Derainer` as given, or one loaded from a model path (None: the shipped generator)."""
     from keras_derain.inference import Derainer
 
     if isinstance(model, Derainer):
         return model
-    return Derainer(model, tile_size=tile_size, overlap=overlap)
+    return Derainer(model, tile_size=tile_size, overlap=overlap, max_pixels=max_pixels)
+
+
+def check_evaluation_pairs(pairs, max_pixels=DEFAULT_MAX_PIXELS):
+    """Every photo within ``max_pixels`` (from its header), decodable, the same size as its partner, >= 7x7.
+
+    Raises:
+        InferenceError: a photo over the cap.
+        DatasetError: an unreadable photo, a pair of two sizes, or photos too
+            small for SSIM (all of them named).
+    """
+    from keras_derain.data import DatasetError, check_pairs
+    from keras_derain.inference import check_pixels, photo_size, pillow_limit
+
+    for path in (path for pair in pairs for path in pair):
+        check_pixels(path, *photo_size(path), max_pixels)
+    with pillow_limit(max_pixels):
+        shapes = check_pairs(pairs)
+    small = [f"{rainy} ({width}x{height})" for (rainy, _), (height, width) in zip(pairs, shapes)
+             if min(height, width) < MIN_SIDE]
+    if small:
+        raise DatasetError(
+            f"{len(small)} pair(s) smaller than SSIM's {MIN_SIDE}x{MIN_SIDE} window: {', '.join(small)}"
+        )
 
 
 def evaluate(model, pairs, *, out_dir=None, tile_size=DEFAULT_TILE_SIZE, overlap=32, progress=False):
@@ -86,8 +116,10 @@ def evaluate(model, pairs, *, out_dir=None, tile_size=DEFAULT_TILE_SIZE, overlap
         ``psnr_y_gain``) and ``means`` (``{"input": {measure: mean}, "model": {...}}``).
 
     Raises:
-        DatasetError: no pairs, an unreadable photo, or a pair of two sizes.
-        InferenceError: the model cannot be loaded.
+        DatasetError: no pairs, an unreadable photo, a pair of two sizes, or a
+            photo under 7x7 (all before anything is written).
+        InferenceError: the model cannot be loaded, a photo is over its
+            ``max_pixels``, or deraining a photo failed (named).
 
     Example:
         >>> from keras_derain.data import find_pairs
@@ -100,19 +132,22 @@ def evaluate(model, pairs, *, out_dir=None, tile_size=DEFAULT_TILE_SIZE, overlap
     from PIL import Image
 
     from keras_derain.atomic import atomic_output
-    from keras_derain.data import check_pairs, read_rgb
+    from keras_derain.inference import InferenceError, one_line, read_photo
     from keras_derain.predict import output_path
 
     derainer = as_derainer(model, tile_size=tile_size, overlap=overlap)
     pairs = [(Path(rainy), Path(clean)) for rainy, clean in pairs]
-    check_pairs(pairs)  # every file decodes and each pair has one size, before any inference
+    check_evaluation_pairs(pairs, derainer.max_pixels)  # before any inference or output
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     bar = keras.utils.Progbar(len(pairs), unit_name="image") if progress else None
     images = []
     for rainy_path, clean_path in pairs:
-        rainy, clean = read_rgb(rainy_path), read_rgb(clean_path)
-        derained = derainer.derain(rainy)
+        rainy, clean = read_photo(rainy_path, derainer.max_pixels), read_photo(clean_path, derainer.max_pixels)
+        try:
+            derained = derainer.derain(rainy)
+        except Exception as error:  # out of memory, a runtime error: name the photo, in one line
+            raise InferenceError(f"{rainy_path}: {one_line(error)}") from None
         saved = None
         if out_dir is not None:
             saved = output_path(rainy_path, out_dir)
@@ -309,30 +344,46 @@ def shrink(image):
     return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
 
 
-def derain_folder(derainers, names, folder, out_dir, progress=True):
+def derain_folder(derainers, names, folder, out_dir, progress=False):
     """``--no-reference``: derain every photo in ``folder`` with each model into ``out_dir[/NAME]``.
 
-    Writes ``grid.jpg`` (rainy | each model) for the first photos. Returns
-    ``[(path, message)]`` for photos that failed.
+    The `keras_derain.predict` batch: each failure is one ``(path, message)``
+    and the rest go on; existing outputs are replaced. Writes ``grid.jpg``
+    (rainy | each model) for the first photos that every model derained.
+    Returns the failures (a photo once per model it failed with).
     """
-    from keras_derain.data import read_rgb
-    from keras_derain.data.images import list_images
-    from keras_derain.predict import derain_files, output_path
+    from keras_derain.data import DatasetError
+    from keras_derain.predict import collect_inputs, derain_files
 
-    photos = list_images(folder)
     out_dirs = [Path(out_dir) / name for name in names] if len(names) > 1 else [Path(out_dir)]
-    failures = {}
+    failures, photos = [], None
     for derainer, model_out in zip(derainers, out_dirs):
-        failures.update(derain_files(derainer, photos, model_out, progress=progress))
-    shown = [photo for photo in photos if photo not in failures][:NO_REFERENCE_GRID_IMAGES]
+        batch = collect_inputs([folder], model_out)
+        if not batch.photos:
+            raise DatasetError(f"{folder}: no images in this folder")
+        photos = photos or [path for path, _ in batch.photos]
+        failures += batch.failures
+        failures += [(path, message) for path, message in derain_files(derainer, batch.photos, progress) if message]
+    failed = {path for path, _ in failures}
+    shown = [photo for photo in photos if photo not in failed][:NO_REFERENCE_GRID_IMAGES]
     if shown:
-        panels = [[read_rgb(photo)] + [read_rgb(output_path(photo, model_out)) for model_out in out_dirs]
-                  for photo in shown]
-        write_grid(panels, ["rainy"] + list(names), [photo.stem for photo in shown], Path(out_dir) / "grid.jpg")
-    return list(failures.items())
+        write_no_reference_grid(shown, names, out_dirs, Path(out_dir) / "grid.jpg")
+    return failures
+
+
+def write_no_reference_grid(photos, names, out_dirs, path):
+    """rainy | each model's output, one row per photo."""
+    from keras_derain.data import read_rgb
+    from keras_derain.predict import output_path
+
+    panels = [[read_rgb(photo)] + [read_rgb(output_path(photo, model_out)) for model_out in out_dirs]
+              for photo in photos]
+    write_grid(panels, ["rainy"] + list(names), [photo.stem for photo in photos], path)
 
 
 def parse_args(argv=None):
+    from keras_derain.predict import pixel_count
+
     parser = argparse.ArgumentParser(
         prog="python -m keras_derain.evaluate",
         description="PSNR/SSIM (Y and RGB) of derained photos and of the rainy input against the clean ones.",
@@ -349,6 +400,8 @@ def parse_args(argv=None):
     parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE,
                         help=f"tile side for large photos (default: {DEFAULT_TILE_SIZE})")
     parser.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default: 32)")
+    parser.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse larger photos, from their header (default: {DEFAULT_MAX_PIXELS:.0e})")
     parser.add_argument("--no-reference", action="store_true",
                         help="no ground truth: write the derained photos and a grid, no metrics")
     return parser.parse_args(argv)
@@ -367,18 +420,33 @@ def fail(message):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: outputs written so far are whole; no report", file=sys.stderr)
+        return 130
+
+
+def run(args):
+    """The command after parsing: find the pairs, check --out, load the models, evaluate and report."""
+    from keras_derain.atomic import check_writable
     from keras_derain.data import DatasetError, find_pairs
     from keras_derain.inference import InferenceError
+    from keras_derain.predict import out_error
 
     try:
         pairs = None if args.no_reference else find_pairs(args.data, args.split)
-        derainers = [as_derainer(model, tile_size=args.tile_size, overlap=args.overlap)
+        derainers = [as_derainer(model, tile_size=args.tile_size, overlap=args.overlap, max_pixels=args.max_pixels)
                      for model in (args.model or [None])]
         names = check_names(args.names.split(",") if args.names else None, [d.path for d in derainers])
     except (DatasetError, InferenceError, ValueError) as error:
         return fail(str(error))
     data = args.data / args.split if args.split else args.data
     out_dir = args.out or Path("eval") / f"{'-vs-'.join(names)}-{data_label(args.data, args.split)}"
+    try:
+        check_writable(out_dir)
+    except OSError as error:
+        return fail(out_error(out_dir, error))
     try:
         if args.no_reference:
             return report_no_reference(derainers, names, data, out_dir)
@@ -395,11 +463,11 @@ def report(derainers, names, pairs, data, out_dir):
 
     print(f"{len(pairs)} pair(s) in {data}; {len(derainers)} model(s) -> {out_dir}")
     if len(derainers) == 1:
-        result = evaluate(derainers[0], pairs, out_dir=out_dir, progress=True)
+        result = evaluate(derainers[0], pairs, out_dir=out_dir, progress=sys.stdout.isatty())
         table = write_report(result, out_dir, data=data, name=names[0])
         print("\n".join(image_lines(result)))
     else:
-        comparison = compare(derainers, pairs, names=names, out_dir=out_dir, progress=True)
+        comparison = compare(derainers, pairs, names=names, out_dir=out_dir, progress=sys.stdout.isatty())
         for name, result in zip(names, comparison["results"]):
             write_report(result, out_dir / name, data=data, name=name)
             print(f"{name}:\n  " + "\n  ".join(image_lines(result)))
@@ -416,10 +484,11 @@ def report(derainers, names, pairs, data, out_dir):
 def report_no_reference(derainers, names, folder, out_dir):
     """Derain without ground truth; exit status 1 if any photo failed."""
     print(f"no reference: {folder}; {len(derainers)} model(s) -> {out_dir}")
-    failures = derain_folder(derainers, names, folder, out_dir)
+    failures = derain_folder(derainers, names, folder, out_dir, progress=sys.stdout.isatty())
     for _, message in failures:
         print(f"failed: {message}", file=sys.stderr)
-    print(f"written to {out_dir} (derained photos and grid.jpg; no metrics without ground truth)")
+    failed = f"; {len(failures)} failed" if failures else ""
+    print(f"written to {out_dir} (derained photos and grid.jpg; no metrics without ground truth){failed}")
     return 1 if failures else 0
 
 

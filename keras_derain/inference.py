@@ -6,9 +6,16 @@ RGB photo of the same size. Sizes that are not multiples of the generator's
 stride are reflect-padded (centred) and cropped back, inside the graph for
 every format (`keras_derain.export.PaddedGenerator`). Photos larger than
 ``tile_size`` run in overlapping tiles whose overlaps are blended with linear
-ramps, so memory stays bounded (one batch of tiles plus float32 copies of the
-photo: about 200 MB for 4000x3000). A fixed-size generator (the study's cGAN)
-always runs in tiles of its size.
+ramps. Memory is bounded by design: the photo stays uint8 (input and output,
+6 bytes a pixel); tiles are cut from it one batch at a time and blended into
+a float32 band one tile high and one photo wide, which is turned into uint8
+rows as soon as no later tile reaches them. A file over ``max_pixels`` is
+refused from its header, before it is decoded. A fixed-size generator (the
+study's cGAN) always runs in tiles of its size.
+
+Every model is checked when it is loaded: one RGB input, and a first output
+that is an RGB photo of the input's size (a later output, e.g. a drop mask, is
+ignored), so a classifier or a discriminator is refused in one line.
 
 Tiles are cut from the photo padded as the whole-photo graph pads it, at
 offsets that are multiples of ``min(stride, overlap rounded down to a power
@@ -30,7 +37,9 @@ generator). It was trained on crops, so neither output is more "correct";
 give ``tile_size`` larger than the photo to run it whole when memory allows.
 """
 
+import contextlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +47,9 @@ import numpy as np
 DEFAULT_WEIGHTS_DIR = Path(__file__).parent / "weights"
 # Looked up in this order in DEFAULT_WEIGHTS_DIR; shipping any one makes Derainer() work.
 DEFAULT_WEIGHT_NAMES = ("generator.keras", "generator.f16.npz", "generator.onnx", "generator_savedmodel")
+# Photos larger than this are refused from their header: 150 MP admits 12000x9000
+# (108 MP, measured in the README) and refuses a 13000x13000 file by default.
+DEFAULT_MAX_PIXELS = 150_000_000
 
 
 class InferenceError(ValueError):
@@ -64,27 +76,49 @@ def default_model_path():
 def _load_keras(path):
     import keras
 
-    return _keras_runner(keras.saving.load_model(str(path), compile=False))
+    if not zipfile.is_zipfile(path):
+        raise InferenceError(f"{path}: not a .keras file (a .keras file is a zip archive, this is not)")
+    return _keras_runner(keras.saving.load_model(str(path), compile=False), path)
 
 
 def _load_compact(path):
     from keras_derain.compact import load_compact
 
-    return _keras_runner(load_compact(path))
+    return _keras_runner(load_compact(path), path)
 
 
-def _keras_runner(generator):
+def _check_keras_shapes(model, path):
+    """One RGB photo in, an RGB photo first out: refuse classifiers and discriminators before tracing them."""
+    if len(model.inputs) != 1:
+        raise InferenceError(
+            f"{path}: takes {len(model.inputs)} inputs, not a generator (a generator takes one photo; "
+            "a discriminator takes two)"
+        )
+    rainy, generated = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
+    if len(rainy) != 4 or rainy[-1] != 3:
+        raise InferenceError(f"{path}: takes input of shape {rainy}, not RGB photos (batch, height, width, 3)")
+    if len(generated) != 4 or generated[-1] != 3:
+        raise InferenceError(f"{path}: returns shape {generated}, not an RGB photo (batch, height, width, 3)")
+
+
+def _first(outputs):
+    """The derained photo: a model may return more (a drop mask) after it."""
+    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+
+def _keras_runner(generator, path):
     import tensorflow as tf
 
     from keras_derain.export import PaddedGenerator, metadata
     from keras_derain.models import float32_copy
 
+    _check_keras_shapes(generator, path)
     generator = float32_copy(generator)  # a mixed_float16 model computes in float32 here
     info = metadata(generator)
     model = generator if info["fixed_size"] else PaddedGenerator(generator)
     spec = tf.TensorSpec((None, *(info["fixed_size"] or (None, None)), 3), tf.float32)
     # One traced graph for every tile shape, instead of Keras retracing per size.
-    run = tf.function(lambda rainy: model(rainy, training=False), input_signature=[spec])
+    run = tf.function(lambda rainy: _first(model(rainy, training=False)), input_signature=[spec])
     return (lambda rainy: run(rainy).numpy()), info
 
 
@@ -111,6 +145,8 @@ def _load_onnx(path):
     # Idle threads that spin for work steal the CPU on a shared machine: 30% slower here.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if len(session.get_inputs()) != 1:
+        raise InferenceError(f"{path}: takes {len(session.get_inputs())} inputs, not a generator (one photo)")
     rainy = session.get_inputs()[0]
     stored = session.get_modelmeta().custom_metadata_map
     if "required_multiple" in stored:
@@ -138,8 +174,12 @@ def load_runner(path):
     None if it takes any size (padding inside the graph);
     ``info["required_multiple"]`` the stride its tiles are aligned to.
 
+    The model is run once on a blank photo: one whose output is not an RGB
+    photo of the input's size is refused.
+
     Raises:
-        InferenceError: missing path, unknown kind of file, or a load failure.
+        InferenceError: missing path, unknown kind of file, a load failure, or
+            not a generator; one line naming the file.
     """
     path = Path(path)
     if not path.exists():
@@ -160,11 +200,103 @@ def load_runner(path):
             "or a compact .npz (keras_derain.compact)"
         )
     try:
-        return loader(path)
+        run, info = loader(path)
     except InferenceError:
         raise
     except Exception as error:  # each runtime raises its own types for a bad file
-        raise InferenceError(f"{path}: cannot be loaded ({type(error).__name__}: {error})") from None
+        raise InferenceError(f"{path}: cannot be loaded ({one_line(error)})") from None
+    _check_output(run, info, path)
+    return run, info
+
+
+def _check_output(run, info, path):
+    """Run a blank photo through the model: an RGB photo of the same size must come out."""
+    multiple = int(info["required_multiple"])
+    height, width = info["fixed_size"] or [multiple * -(-32 // multiple)] * 2
+    blank = np.zeros((1, height, width, 3), np.float32)
+    try:
+        generated = np.asarray(run(blank))
+    except Exception as error:
+        raise InferenceError(f"{path}: fails on a {height}x{width} RGB photo ({one_line(error)})") from None
+    if generated.shape != blank.shape:
+        raise InferenceError(
+            f"{path}: turns a photo of shape {blank.shape} into {generated.shape}; "
+            "a generator returns an RGB photo of the same size"
+        )
+
+
+def one_line(error, limit=300):
+    """An exception as one short line: its type (unless ours) and its first words."""
+    from keras_derain.data.images import DatasetError
+
+    text = " ".join(str(error).split())
+    if not isinstance(error, (InferenceError, DatasetError)):
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def photo_size(path):
+    """``(width, height)`` of an image file from its header, without decoding it (any size)."""
+    from PIL import Image
+
+    from keras_derain.data.images import DatasetError
+
+    try:
+        with pillow_limit(None), Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file") from None
+    except Exception as error:  # PIL raises many types for a bad header
+        raise DatasetError(f"{path}: unreadable or corrupt image ({one_line(error)})") from None
+
+
+def read_photo(path, max_pixels=DEFAULT_MAX_PIXELS):
+    """Read an image file as uint8 RGB, refusing from its header one over ``max_pixels``.
+
+    Raises:
+        InferenceError: over the cap, or smaller than 2x2; the message names the file.
+        DatasetError: unreadable, truncated or corrupt (`keras_derain.data.read_rgb`).
+
+    Example:
+        >>> from PIL import Image
+        >>> from keras_derain.inference import read_photo
+        >>> Image.new("RGB", (300, 200)).save("photo.png")
+        >>> read_photo("photo.png").shape
+        (200, 300, 3)
+        >>> read_photo("photo.png", max_pixels=50_000)
+        Traceback (most recent call last):
+        ...
+        keras_derain.inference.InferenceError: photo.png: 300x200 is 60,000 pixels, over the cap of 50,000; ...
+    """
+    from keras_derain.data.images import read_rgb
+
+    check_pixels(path, *photo_size(path), max_pixels)
+    # Pillow's own bomb limit (a warning over 89 MP, an error over 179 MP) follows ours.
+    with pillow_limit(max_pixels):
+        return read_rgb(path)
+
+
+def check_pixels(path, width, height, max_pixels):
+    """InferenceError naming ``path`` if a ``width`` x ``height`` photo is over the cap or under 2x2."""
+    if width * height > max_pixels:
+        raise InferenceError(
+            f"{path}: {width}x{height} is {width * height:,} pixels, over the cap of {max_pixels:,}; "
+            "raise it with --max-pixels (max_pixels=) if memory allows"
+        )
+    if min(width, height) < 2:
+        raise InferenceError(f"{path}: image of {width}x{height} pixels is too small (at least 2x2)")
+
+
+@contextlib.contextmanager
+def pillow_limit(max_pixels):
+    """Within the block, Pillow's decompression-bomb limit is ``max_pixels`` (None: off). Not thread-safe."""
+    from PIL import Image
+
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def tile_starts(length, tile, overlap, align=1):
@@ -219,6 +351,9 @@ class Derainer:
             grid when it is at least the stride (`required_multiple`).
         batch_size: tiles run together (more is faster on a GPU and needs
             more memory).
+        max_pixels: image files with more pixels are refused from their
+            header, before decoding (arrays are already in memory and are not
+            checked).
 
     Example:
         >>> from keras_derain.inference import Derainer
@@ -227,11 +362,14 @@ class Derainer:
         (3000, 4000, 3)
     """
 
-    def __init__(self, path=None, *, tile_size=DEFAULT_TILE_SIZE, overlap=32, batch_size=1):
+    def __init__(self, path=None, *, tile_size=DEFAULT_TILE_SIZE, overlap=32, batch_size=1,
+                 max_pixels=DEFAULT_MAX_PIXELS):
         if not isinstance(tile_size, int) or tile_size < 16:
             raise InferenceError(f"tile_size must be an integer of at least 16, got {tile_size!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InferenceError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(max_pixels, int) or max_pixels < 4:
+            raise InferenceError(f"max_pixels must be an integer of at least 4, got {max_pixels!r}")
         self.path = Path(path) if path is not None else default_model_path()
         self._run, info = load_runner(self.path)
         self.fixed_size = tuple(info["fixed_size"]) if info["fixed_size"] else None
@@ -239,16 +377,24 @@ class Derainer:
         # Tiles of a multiple of the stride need no padding inside the graph.
         self.tile_size = -(-tile_size // self.multiple) * self.multiple
         self.batch_size = batch_size
+        self.max_pixels = max_pixels
         smallest_tile = min(self.fixed_size) if self.fixed_size else self.tile_size
         if not isinstance(overlap, int) or not 0 <= overlap <= smallest_tile // 2:
             raise InferenceError(f"overlap must be an integer in [0, {smallest_tile // 2}], got {overlap!r}")
         self.overlap = overlap
 
     def derain(self, image):
-        """Derain one photo: a uint8 HxWx3 array or an image file -> uint8 HxWx3, same size."""
-        rainy = self._as_array(image)
-        generated = self.derain_float(rainy.astype(np.float32) / 127.5 - 1.0)
-        return np.clip(np.round((generated + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        """Derain one photo: a uint8 HxWx3 array or an image file -> uint8 HxWx3, same size.
+
+        Raises:
+            InferenceError: not uint8 RGB, under 2x2, or a file over ``max_pixels``
+                (the message names the file).
+            DatasetError: an unreadable file.
+        """
+        if isinstance(image, (str, Path)):
+            image = read_photo(image, self.max_pixels)
+        rainy = _checked(image)
+        return self._generate(rainy, np.empty(rainy.shape, np.uint8))
 
     def derain_many(self, images):
         """`derain` each photo in turn (arrays or paths), yielding results; photos may differ in size."""
@@ -257,65 +403,117 @@ class Derainer:
 
     def derain_float(self, rainy):
         """Derain one float32 HxWx3 photo in [-1, 1], returning float32 in [-1, 1]."""
+        rainy = np.asarray(rainy, np.float32)
+        return self._generate(rainy, np.empty(rainy.shape, np.float32))
+
+    def _generate(self, rainy, derained):
+        """Fill ``derained`` (uint8, or float32 in [-1, 1]) from ``rainy`` of the same dtype, tile by tile."""
         height, width = rainy.shape[:2]
         if self.fixed_size:
-            padded, (top, left) = _pad_to_at_least(rainy, *self.fixed_size), (0, 0)
-            tile, align = self.fixed_size, 1
+            padded = (max(height, self.fixed_size[0]), max(width, self.fixed_size[1]))
+            offsets, tile, align = (0, 0), self.fixed_size, 1  # padded at the bottom and right
         elif height <= self.tile_size and width <= self.tile_size:
-            return self._run(rainy[None])[0]  # whole: the graph pads to the stride
+            _store(self._run(_signed(rainy)[None])[0], derained)  # whole: the graph pads to the stride
+            return derained
         else:
-            from keras_derain.export import reflect_pad_array
-
-            # Pad as the graph would for the whole photo, and tile on its grid.
-            padded, (top, left) = reflect_pad_array(rainy, self.multiple)
+            # Pad (by index, never copying the photo) as the graph would pad the whole photo.
+            padded = (height + (-height) % self.multiple, width + (-width) % self.multiple)
+            offsets = ((padded[0] - height) // 2, (padded[1] - width) // 2)
             tile, align = (self.tile_size, self.tile_size), self._alignment()
-        tile = (min(tile[0], padded.shape[0]), min(tile[1], padded.shape[1]))
-        generated = self._tiled(padded, tile, align)
-        return generated[top : top + height, left : left + width]
+        rows, cols = (reflect_indices(size, top, total) for size, top, total in zip((height, width), offsets, padded))
+        tile = (min(tile[0], padded[0]), min(tile[1], padded[1]))
+        self._tiled(rainy, rows, cols, tile, align, offsets, derained)
+        return derained
 
     def _alignment(self):
         """Tile offsets' multiple: the stride, unless the overlap is smaller (see the module doc)."""
         power_of_two = 1 << max(0, self.overlap.bit_length() - 1)
         return min(self.multiple, power_of_two)
 
-    def _tiled(self, rainy, tile, align):
-        (height, width), (tile_height, tile_width) = rainy.shape[:2], tile
-        weights = np.outer(ramp(tile_height, self.overlap), ramp(tile_width, self.overlap))[..., None]
-        boxes = [
-            (top, left)
-            for top in tile_starts(height, tile_height, self.overlap, align)
-            for left in tile_starts(width, tile_width, self.overlap, align)
-        ]
-        blended = np.zeros((height, width, 3), np.float32)
-        total = np.zeros((height, width, 1), np.float32)
-        for first in range(0, len(boxes), self.batch_size):
-            batch = boxes[first : first + self.batch_size]
-            tiles = np.stack([rainy[top : top + tile_height, left : left + tile_width] for top, left in batch])
-            for (top, left), generated in zip(batch, self._run(tiles)):
-                blended[top : top + tile_height, left : left + tile_width] += weights * generated
-                total[top : top + tile_height, left : left + tile_width] += weights
-        return blended / total
+    def _tiled(self, rainy, rows, cols, tile, align, offsets, derained):
+        """Blend tiles row by row into a band one tile high; rows no later tile reaches go to ``derained``.
 
-    @staticmethod
-    def _as_array(image):
-        if isinstance(image, (str, Path)):
-            from keras_derain.data.images import read_rgb
-
-            image = read_rgb(image)  # DatasetError naming the file if unreadable
-        image = np.asarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-            raise InferenceError(f"expected a uint8 HxWx3 RGB image, got {image.dtype} {image.shape}")
-        if min(image.shape[:2]) < 2:
-            raise InferenceError(f"image of {image.shape[0]}x{image.shape[1]} pixels is too small (at least 2x2)")
-        return image
-
-
-def _pad_to_at_least(rainy, height, width):
-    """Reflect-pad an HxWx3 array at the bottom and right up to ``height`` x ``width``."""
-    pad_height, pad_width = max(0, height - rainy.shape[0]), max(0, width - rainy.shape[1])
-    if not (pad_height or pad_width):
-        return rainy
-    return np.pad(rainy, [(0, pad_height), (0, pad_width), (0, 0)], mode="reflect")
+        ``rows``/``cols`` map padded coordinates to the photo's; the photo
+        starts at ``offsets`` in the padded one. Blend weights are outer
+        products of ramps on a grid of tiles, so their sum is the outer
+        product of per-row and per-column sums: no full-size weight array.
+        """
+        (tile_height, tile_width), (top, left) = tile, offsets
+        height, width = derained.shape[:2]
+        row_ramp, col_ramp = ramp(tile_height, self.overlap), ramp(tile_width, self.overlap)
+        weights = np.outer(row_ramp, col_ramp)[..., None]
+        row_starts = tile_starts(len(rows), tile_height, self.overlap, align)
+        col_starts = tile_starts(len(cols), tile_width, self.overlap, align)
+        row_total, col_total = _coverage(row_ramp, row_starts, len(rows)), _coverage(col_ramp, col_starts, len(cols))
+        band = np.zeros((tile_height, len(cols), 3), np.float32)
+        for index, start in enumerate(row_starts):
+            tile_rows = rows[start : start + tile_height, None]
+            for first in range(0, len(col_starts), self.batch_size):
+                batch = col_starts[first : first + self.batch_size]
+                tiles = np.stack([rainy[tile_rows, cols[None, left_edge : left_edge + tile_width]] for left_edge in batch])
+                for left_edge, generated in zip(batch, self._run(_signed(tiles))):
+                    band[:, left_edge : left_edge + tile_width] += weights * generated
+            done = (row_starts[index + 1] if index + 1 < len(row_starts) else len(rows)) - start
+            first_row, last_row = max(start, top), min(start + done, top + height)
+            if first_row < last_row:
+                block = band[first_row - start : last_row - start, left : left + width]
+                block /= row_total[first_row:last_row, None, None]
+                block /= col_total[None, left : left + width, None]
+                _store(block, derained[first_row - top : last_row - top])
+            band[: tile_height - done] = band[done:]
+            band[tile_height - done :] = 0
 
 
-__all__ = ["Derainer", "InferenceError", "default_model_path", "load_runner", "tile_starts"]
+def reflect_indices(length, before, total):
+    """Indices into ``length`` pixels that reflect-pad them to ``total``, ``before`` of them in front.
+
+    numpy's ``np.pad(mode="reflect")`` as an index, repeated reflections and all,
+    so tiles are cut from the unpadded photo.
+
+    Example:
+        >>> reflect_indices(3, 2, 8).tolist()
+        [2, 1, 0, 1, 2, 1, 0, 1]
+    """
+    position = np.arange(total) - before
+    if length == 1:
+        return np.zeros(total, np.intp)
+    period = 2 * (length - 1)
+    position = np.mod(position, period)
+    return np.where(position < length, position, period - position).astype(np.intp)
+
+
+def _coverage(weights, starts, length):
+    """Sum of ``weights`` laid at each start along ``length`` pixels."""
+    total = np.zeros(length, np.float32)
+    for start in starts:
+        total[start : start + len(weights)] += weights
+    return total
+
+
+def _signed(rainy):
+    """uint8 [0, 255] or float32 [-1, 1] -> float32 [-1, 1] (a new array for uint8 only)."""
+    return rainy.astype(np.float32) / 127.5 - 1.0 if rainy.dtype == np.uint8 else rainy
+
+
+def _store(generated, derained):
+    """Write float32 [-1, 1] into ``derained``: rounded to uint8, or as it is. May change ``generated``."""
+    if derained.dtype == np.uint8:
+        generated += 1.0
+        generated *= 127.5
+        np.clip(np.round(generated, out=generated), 0, 255, out=generated)
+    derained[...] = generated
+
+
+def _checked(image):
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise InferenceError(f"expected a uint8 HxWx3 RGB image, got {image.dtype} {image.shape}")
+    if min(image.shape[:2]) < 2:
+        raise InferenceError(f"image of {image.shape[0]}x{image.shape[1]} pixels is too small (at least 2x2)")
+    return image
+
+
+__all__ = [
+    "Derainer", "InferenceError", "DEFAULT_MAX_PIXELS", "default_model_path", "load_runner", "read_photo",
+    "tile_starts",
+]
