@@ -95,7 +95,10 @@ def check_writable(folder):
     if not existing.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(existing))
     if existing == folder:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".keras-derain-check-"):
-            pass
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".keras-derain-check-"):
+                pass
+        except OSError as error:  # about the folder, not the probe's hidden name
+            raise type(error)(error.errno, error.strerror, str(folder)) from None
     elif not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(errno.EACCES, "cannot create a folder in it", str(existing))

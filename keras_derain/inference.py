@@ -101,24 +101,23 @@ def _check_keras_shapes(model, path):
         raise InferenceError(f"{path}: returns shape {generated}, not an RGB photo (batch, height, width, 3)")
 
 
-def _first(outputs):
-    """The derained photo: a model may return more (a drop mask) after it."""
-    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-
-
 def _keras_runner(generator, path):
     import tensorflow as tf
 
     from keras_derain.export import PaddedGenerator, metadata
     from keras_derain.models import float32_copy
 
+    import keras
+
     _check_keras_shapes(generator, path)
     generator = float32_copy(generator)  # a mixed_float16 model computes in float32 here
+    if len(generator.outputs) > 1:  # the derained photo first; a later output (a drop mask) is not used here
+        generator = keras.Model(generator.inputs, generator.outputs[0])
     info = metadata(generator)
     model = generator if info["fixed_size"] else PaddedGenerator(generator)
     spec = tf.TensorSpec((None, *(info["fixed_size"] or (None, None)), 3), tf.float32)
     # One traced graph for every tile shape, instead of Keras retracing per size.
-    run = tf.function(lambda rainy: _first(model(rainy, training=False)), input_signature=[spec])
+    run = tf.function(lambda rainy: model(rainy, training=False), input_signature=[spec])
     return (lambda rainy: run(rainy).numpy()), info
 
 

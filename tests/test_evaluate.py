@@ -159,3 +159,48 @@ def test_real_raindrop_baseline(shared_data, models, tmp_path):
         clean = load(clean)
         assert_close(side(row, "input"), independent(load(rainy), clean))
         assert_close(side(row, "model"), independent(load(row["derained"]), clean))
+
+
+def test_photos_too_small_for_ssim_are_refused_before_anything_is_written(models, tmp_path, capsys):
+    data = write_raindrop_layout(tmp_path / "data", count=3, size=(48, 40))
+    for index, (width, height) in ((1, (6, 30)), (2, (20, 3))):
+        for folder, kind in (("data", "rain"), ("gt", "clean")):
+            Image.fromarray(random_image(height, width, seed=index)).save(data / folder / f"{index}_{kind}.png")
+    assert main(["--model", str(models[0]), "--data", str(data), "--out", str(tmp_path / "out")]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        f"error: 2 pair(s) smaller than SSIM's 7x7 window: {data / 'data' / '1_rain.png'} (6x30), "
+        f"{data / 'data' / '2_rain.png'} (20x3)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_pixel_cap_and_unwritable_out_before_any_work(models, raindrop, tmp_path, capsys):
+    def error(*argv):
+        assert main(["--model", str(models[0]), "--data", str(raindrop), *argv]) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        return line
+
+    assert error("--out", str(tmp_path / "out"), "--max-pixels", "1000") == (
+        f"error: {raindrop / 'data' / '0_rain.png'}: 48x40 is 1,920 pixels, over the cap of 1,000; "
+        "raise it with --max-pixels (max_pixels=) if memory allows"
+    )
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "file").write_text("")
+    assert error("--out", str(tmp_path / "file" / "out")) == (
+        f"error: --out {tmp_path / 'file' / 'out'}: cannot write there (not a folder: {tmp_path / 'file'})"
+    )
+
+
+def test_no_reference_goes_on_after_a_bad_photo(models, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(random_image(40, 48)).save(photos / "good.png")
+    (photos / "bad.png").write_bytes(b"\x89PNG truncated")
+    out = tmp_path / "out"
+    assert main(["--model", str(models[0]), "--data", str(photos), "--no-reference", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    [line] = captured.err.strip().splitlines()
+    assert line.startswith(f"failed: {photos / 'bad.png'}: unreadable or corrupt image")
+    assert sorted(path.name for path in out.iterdir()) == ["good_derained.png", "grid.jpg"]
+    assert "1 failed" in captured.out

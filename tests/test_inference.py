@@ -1,11 +1,15 @@
 """Derainer: any size in, same size out; tiles agree with the whole photo away from seams."""
 
+import re
+
 import numpy as np
 import pytest
 
 from conftest import random_image
 from keras_derain.export import reflect_pad_array
-from keras_derain.inference import Derainer, InferenceError, default_model_path, ramp, tile_starts
+from keras_derain.inference import (
+    Derainer, InferenceError, default_model_path, ramp, read_photo, reflect_indices, tile_starts,
+)
 
 DEPTH = 3  # stride 8
 SEAM_MARGIN = 16  # pixels from a tile edge beyond which a depth-3 U-Net sees no tile border
@@ -129,7 +133,7 @@ def test_clear_errors(tiny_keras, tmp_path):
     with pytest.raises(InferenceError, match="unknown model kind"):
         Derainer(tmp_path / "model.h5")
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
-    with pytest.raises(InferenceError, match="cannot be loaded"):
+    with pytest.raises(InferenceError, match="broken.keras: not a .keras file"):
         Derainer(tmp_path / "broken.keras")
     with pytest.raises(InferenceError, match="uint8"):
         Derainer(tiny_keras).derain(np.zeros((8, 8, 3), np.float32))
@@ -167,3 +171,114 @@ def test_compact_float16_bundle_round_trip(tmp_path):
     assert 0 < np.max(np.abs(got - expected)) < 1e-2  # float16 rounding: small, not nothing
     photo = (np.random.default_rng(1).uniform(0, 255, (21, 35, 3))).astype("uint8")
     assert Derainer(path).derain(photo).shape == photo.shape
+
+
+def reference_blend(derainer, photo, tile, align, multiple):
+    """The plain algorithm the band replaces: pad the whole photo, full-size float32 sums, divide."""
+    padded, (top, left) = reflect_pad_array(photo.astype(np.float32) / 127.5 - 1, multiple)
+    height, width = min(tile, padded.shape[0]), min(tile, padded.shape[1])
+    weights = np.outer(ramp(height, derainer.overlap), ramp(width, derainer.overlap))[..., None]
+    blended, total = np.zeros(padded.shape, np.float32), np.zeros(padded.shape[:2] + (1,), np.float32)
+    for row in tile_starts(padded.shape[0], height, derainer.overlap, align):
+        for col in tile_starts(padded.shape[1], width, derainer.overlap, align):
+            generated = derainer._run(padded[None, row : row + height, col : col + width])[0]
+            blended[row : row + height, col : col + width] += weights * generated
+            total[row : row + height, col : col + width] += weights
+    generated = (blended / total)[top : top + photo.shape[0], left : left + photo.shape[1]]
+    return np.clip(np.round((generated + 1) * 127.5), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("size", [(150, 100), (37, 200), (130, 5)])
+def test_band_blend_equals_whole_photo_sums(tiny_keras, size):
+    """Rows leave the one-tile band as soon as no later tile reaches them: same pixels as full-size sums."""
+    derainer = Derainer(tiny_keras, tile_size=64, overlap=16, batch_size=2)
+    photo = random_image(*size, seed=sum(size))
+    expected = reference_blend(derainer, photo, 64, derainer._alignment(), 8)
+    assert np.array_equal(derainer.derain(photo), expected)
+
+
+def test_reflect_indices_pad_like_numpy():
+    for length in (2, 3, 17):
+        for before, after in ((0, 0), (3, 5), (40, 1)):
+            pixels = np.arange(length)
+            padded = np.pad(pixels, (before, after), mode="reflect")
+            assert np.array_equal(pixels[reflect_indices(length, before, length + before + after)], padded)
+
+
+def test_memory_is_a_few_bytes_a_pixel(tiny_keras):
+    """A 600x800 uint8 photo in 64-pixel tiles: numpy's peak is the uint8 output plus a band, not float copies.
+
+    Measured: about 2.1 MB (output 1.44 MB, band 64x800 float32 0.6 MB); the
+    whole-photo float32 blend this replaced peaked near 25 MB.
+    """
+    import tracemalloc
+
+    derainer = Derainer(tiny_keras, tile_size=64, overlap=16)
+    photo = random_image(600, 800)
+    derainer.derain(photo[:100, :100])  # trace the graph outside the measurement
+    tracemalloc.start()
+    derainer.derain(photo)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 3 * photo.nbytes / 3 * 2, f"{peak / 1e6:.1f} MB"
+
+
+def test_pixel_cap_is_checked_from_the_header(tmp_path, tiny_keras, monkeypatch):
+    """A 16000x16000 file (tiny as a 1-bit PNG, 256 MP: past Pillow's own limit too) is refused undecoded."""
+    from PIL import Image
+
+    import keras_derain.data.images as images
+
+    Image.new("1", (16000, 16000)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(images, "read_rgb", lambda path: pytest.fail("decoded a photo over the cap"))
+    with pytest.raises(InferenceError, match=r"huge.png: 16000x16000 is 256,000,000 pixels, over the cap of 150,000,000"):
+        Derainer(tiny_keras).derain(tmp_path / "huge.png")
+    with pytest.raises(InferenceError, match=r"huge.png: 16000x16000 .* over the cap of 1,000"):
+        read_photo(tmp_path / "huge.png", max_pixels=1000)
+    with pytest.raises(InferenceError, match="tiny.png: image of 1x1 pixels is too small"):
+        Image.new("RGB", (1, 1)).save(tmp_path / "tiny.png")
+        Derainer(tiny_keras).derain(tmp_path / "tiny.png")
+
+
+def not_generators(folder):
+    """Models that load but do not derain, with what the error must say."""
+    import keras
+
+    from keras_derain.models import pix2pix_discriminator
+
+    rgb, gray = keras.Input((None, None, 3)), keras.Input((None, None, 1))
+    fixed = keras.Input((32, 32, 3))
+    models = {
+        "classifier": (keras.Model(fixed, keras.layers.Dense(10)(keras.layers.Flatten()(fixed))),
+                       r"returns shape \(None, 10\), not an RGB photo"),
+        "discriminator": (pix2pix_discriminator(base_channels=4), "takes 2 inputs, not a generator"),
+        "gray": (keras.Model(gray, keras.layers.Conv2D(3, 3, padding="same")(gray)),
+                 r"takes input of shape \(None, None, None, 1\), not RGB photos"),
+        "mask": (keras.Model(rgb, keras.layers.Conv2D(1, 3, padding="same")(rgb)),
+                 r"returns shape \(None, None, None, 1\), not an RGB photo"),
+        "halving": (keras.Model(rgb, keras.layers.Conv2D(3, 3, strides=2, padding="same")(rgb)),
+                    r"turns a photo of shape \(1, 32, 32, 3\) into \(1, 16, 16, 3\)"),
+    }
+    for name, (model, message) in models.items():
+        model.save(folder / f"{name}.keras")
+        yield folder / f"{name}.keras", message
+
+
+def test_models_are_checked_when_loaded(tmp_path):
+    for path, message in not_generators(tmp_path):
+        with pytest.raises(InferenceError, match=f"^{re.escape(str(path))}: {message}") as error:
+            Derainer(path)
+        assert "\n" not in str(error.value)
+
+
+def test_a_second_output_after_the_photo_is_allowed(tmp_path):
+    """A generator that also returns a drop mask: the first output is the derained photo."""
+    import keras
+
+    rgb = keras.Input((None, None, 3))
+    features = keras.layers.Conv2D(4, 4, strides=2, padding="same")(rgb)
+    photo = keras.layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="tanh")(features)
+    mask = keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same", activation="sigmoid")(features)
+    keras.Model(rgb, [photo, mask]).save(tmp_path / "with_mask.keras")
+    derainer = Derainer(tmp_path / "with_mask.keras", tile_size=32, overlap=8)
+    assert derainer.derain(random_image(45, 70)).shape == (45, 70, 3)
