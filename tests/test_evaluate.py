@@ -204,3 +204,16 @@ def test_no_reference_goes_on_after_a_bad_photo(models, tmp_path, capsys):
     assert line.startswith(f"failed: {photos / 'bad.png'}: unreadable or corrupt image")
     assert sorted(path.name for path in out.iterdir()) == ["good_derained.png", "grid.jpg"]
     assert "1 failed" in captured.out
+
+
+def test_a_failure_while_deraining_names_the_photo(models, raindrop, tmp_path, capsys, monkeypatch):
+    from keras_derain.inference import Derainer
+
+    def out_of_memory(self, image):
+        raise MemoryError("Unable to allocate 1.9 GiB")
+
+    monkeypatch.setattr(Derainer, "derain", out_of_memory)
+    assert main(["--model", str(models[0]), "--data", str(raindrop), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {raindrop / 'data' / '0_rain.png'}: MemoryError: Unable to allocate 1.9 GiB"
+    ]

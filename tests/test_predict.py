@@ -55,3 +55,13 @@ def test_missing_model_and_missing_input(model, tmp_path, capsys):
     assert "none.keras: no such model" in capsys.readouterr().err
     assert main([str(tmp_path / "nothing"), "--model", str(model)]) == 2
     assert "nothing: no such file or folder" in capsys.readouterr().err
+
+
+def test_summary_counts_every_input(model, tmp_path, capsys):
+    """A missing input is a failure among the inputs: never 'derained 1 of 1; 1 failed'."""
+    photos = write_photos(tmp_path / "photos", [(20, 20)])
+    out = tmp_path / "out"
+    assert main([str(photos / "photo0.png"), str(tmp_path / "gone.png"), "--model", str(model), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [f"failed: {tmp_path / 'gone.png'}: no such file or folder"]
+    assert captured.out.splitlines()[-1] == f"derained 1 of 2 photo(s) into {out}; 1 failed"
