@@ -401,7 +401,7 @@ def parse_args(argv=None):
                         help=f"tile side for large photos (default: {DEFAULT_TILE_SIZE})")
     parser.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default: 32)")
     parser.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
-                        help=f"refuse larger photos, from their header (default: {DEFAULT_MAX_PIXELS:.0e})")
+                        help=f"refuse larger photos, from their header (default: {DEFAULT_MAX_PIXELS:,})")
     parser.add_argument("--no-reference", action="store_true",
                         help="no ground truth: write the derained photos and a grid, no metrics")
     return parser.parse_args(argv)

@@ -102,12 +102,11 @@ def _check_keras_shapes(model, path):
 
 
 def _keras_runner(generator, path):
+    import keras
     import tensorflow as tf
 
     from keras_derain.export import PaddedGenerator, metadata
     from keras_derain.models import float32_copy
-
-    import keras
 
     _check_keras_shapes(generator, path)
     generator = float32_copy(generator)  # a mixed_float16 model computes in float32 here

@@ -61,7 +61,7 @@ def parse_args(argv=None):
                           help="leave photos whose output is already in --out (resumes a batch); "
                                "by default a batch with outputs already there is refused before any work")
     parser.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
-                        help=f"refuse larger photos, from their header (default: {DEFAULT_MAX_PIXELS:.0e}); "
+                        help=f"refuse larger photos, from their header (default: {DEFAULT_MAX_PIXELS:,}); "
                              "peak memory grows about 10 bytes a pixel")
     parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE,
                         help=f"tile side for large photos (default: {DEFAULT_TILE_SIZE})")
