@@ -50,6 +50,7 @@ DEFAULT_WEIGHT_NAMES = ("generator.keras", "generator.f16.npz", "generator.onnx"
 # Photos larger than this are refused from their header: 150 MP admits 12000x9000
 # (108 MP, measured in the README) and refuses a 13000x13000 file by default.
 DEFAULT_MAX_PIXELS = 150_000_000
+_ORIENTATION = 0x0112  # the EXIF tag phones use to mark a rotated photo
 
 
 class InferenceError(ValueError):
@@ -249,7 +250,10 @@ def photo_size(path):
 
 
 def read_photo(path, max_pixels=DEFAULT_MAX_PIXELS):
-    """Read an image file as uint8 RGB, refusing from its header one over ``max_pixels``.
+    """Read an image file as a uint8 RGB array (read-only), refusing from its header one over ``max_pixels``.
+
+    The same pixels as `keras_derain.data.read_rgb` (EXIF orientation applied,
+    grayscale, palette and 16-bit made RGB), with less memory for RGB photos.
 
     Raises:
         InferenceError: over the cap, or smaller than 2x2; the message names the file.
@@ -266,11 +270,19 @@ def read_photo(path, max_pixels=DEFAULT_MAX_PIXELS):
         ...
         keras_derain.inference.InferenceError: photo.png: 300x200 is 60,000 pixels, over the cap of 50,000; ...
     """
-    from keras_derain.data.images import read_rgb
+    from PIL import Image
+
+    from keras_derain.data.images import check_image, read_rgb
 
     check_pixels(path, *photo_size(path), max_pixels)
     # Pillow's own bomb limit (a warning over 89 MP, an error over 179 MP) follows ours.
     with pillow_limit(max_pixels):
+        check_image(path)  # a full decode: a truncated or corrupt file is named here
+        with Image.open(path) as image:
+            if image.mode == "RGB" and image.getexif().get(_ORIENTATION, 1) == 1:
+                # Most photos: Pillow's image and one uint8 array at the peak (read_rgb's
+                # copies for rotation and conversion would double it: 15 bytes a pixel).
+                return np.asarray(image)
         return read_rgb(path)
 
 

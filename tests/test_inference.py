@@ -282,3 +282,21 @@ def test_a_second_output_after_the_photo_is_allowed(tmp_path):
     keras.Model(rgb, [photo, mask]).save(tmp_path / "with_mask.keras")
     derainer = Derainer(tmp_path / "with_mask.keras", tile_size=32, overlap=8)
     assert derainer.derain(random_image(45, 70)).shape == (45, 70, 3)
+
+
+def test_read_photo_reads_as_read_rgb(tmp_path):
+    """The low-memory path for plain RGB files gives read_rgb's pixels; rotated, gray and 16-bit files too."""
+    from PIL import Image
+
+    from keras_derain.data import read_rgb
+
+    photo = random_image(30, 40)
+    Image.fromarray(photo).save(tmp_path / "rgb.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: viewers show it upright, 30 wide
+    Image.fromarray(photo).save(tmp_path / "rotated.jpg", exif=exif)
+    Image.fromarray(photo[..., 0]).save(tmp_path / "gray.png")
+    Image.fromarray(photo[..., 0].astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    for name in ("rgb.png", "rotated.jpg", "gray.png", "deep.png"):
+        assert np.array_equal(read_photo(tmp_path / name), read_rgb(tmp_path / name)), name
+    assert read_photo(tmp_path / "rotated.jpg").shape == (40, 30, 3)
