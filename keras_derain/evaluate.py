@@ -423,7 +423,8 @@ def main(argv=None):
     try:
         return run(args)
     except KeyboardInterrupt:
-        print("\ninterrupted: outputs written so far are whole; no report", file=sys.stderr)
+        bar_line = "\n" if sys.stdout.isatty() else ""  # end the progress bar's line first
+        print(f"{bar_line}interrupted: outputs written so far are whole; no report", file=sys.stderr)
         return 130
 
 

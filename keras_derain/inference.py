@@ -460,7 +460,7 @@ class Derainer:
             tile_rows = rows[start : start + tile_height, None]
             for first in range(0, len(col_starts), self.batch_size):
                 batch = col_starts[first : first + self.batch_size]
-                tiles = np.stack([rainy[tile_rows, cols[None, left_edge : left_edge + tile_width]] for left_edge in batch])
+                tiles = np.stack([rainy[tile_rows, cols[None, edge : edge + tile_width]] for edge in batch])
                 for left_edge, generated in zip(batch, self._run(_signed(tiles))):
                     band[:, left_edge : left_edge + tile_width] += weights * generated
             done = (row_starts[index + 1] if index + 1 < len(row_starts) else len(rows)) - start

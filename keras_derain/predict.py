@@ -215,7 +215,8 @@ def main(argv=None):
         return run(args, finished)
     except KeyboardInterrupt:
         written = sum(message is None for _, message in finished)
-        print(f"\ninterrupted: {written} photo(s) derained into {args.out}; none half-written", file=sys.stderr)
+        bar_line = "\n" if sys.stdout.isatty() else ""  # end the progress bar's line first
+        print(f"{bar_line}interrupted: {written} photo(s) derained into {args.out}; none half-written", file=sys.stderr)
         return 130
 
 

@@ -117,7 +117,8 @@ def test_unwritable_out_is_found_before_any_work(model, tmp_path, capsys, monkey
     ]
     with mounted_tmpfs(tmp_path / "read_only", "ro,size=64k") as out:
         status, _, err = run(capsys, tmp_path / "photo.png", "--model", model, "--out", out)
-    assert status == 2 and err.strip().splitlines() == [f"error: --out {out}: cannot write there (Read-only file system)"]
+    assert status == 2
+    assert err.strip().splitlines() == [f"error: --out {out}: cannot write there (Read-only file system)"]
 
 
 def test_out_in_the_input_folder_and_reruns(model, tmp_path, capsys):
@@ -164,7 +165,8 @@ def test_folders_recursion_and_skipped_entries(model, tmp_path, capsys):
     assert status == 0 and failed_lines(err) == []
     assert files_in(out) == ["top_derained.png", "trip/day1/beach_derained.png", "trip/top_derained.png"]
     skipped = {line.split(": ")[1] for line in stdout.splitlines() if line.startswith("skipped: ")}
-    assert skipped == {str(photos / name) for name in (".hidden.png", "broken.png", "notes.txt", "trip/loop", "top.png")}
+    names = (".hidden.png", "broken.png", "notes.txt", "trip/loop", "top.png")
+    assert skipped == {str(photos / name) for name in names}
     assert stdout.splitlines()[-1] == f"derained 3 of 3 photo(s) into {out}; 5 other entries skipped"
 
 
