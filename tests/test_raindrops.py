@@ -117,3 +117,76 @@ def test_default_coverage_is_within_the_real_range(shared_data):
     real = [coverage.coverage(rainy, clean) for rainy, clean in pairs]
     rendered = coverage.rendered_coverages([clean for _, clean in pairs], seeds=[0])
     assert min(real) <= np.mean(rendered) <= max(real), (real, rendered)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("shape_noise", 0.8),
+        ("tail", -0.1),
+        ("view_tilt_range", (0.5, 0.1)),
+        ("smear", 0.5),
+        ("glow", -0.2),
+        ("dry_fraction", 1.5),
+        ("radius_range", (0.01, 0.6)),
+    ],
+)
+def test_new_options_are_range_checked(name, value):
+    with pytest.raises(ValueError, match=name):
+        RaindropOptions(**{name: value})
+
+
+def test_unknown_style_is_named():
+    with pytest.raises(ValueError, match="fisheye"):
+        raindrop_options("fisheye")
+
+
+def test_dry_pairs_are_exactly_equal_and_counted():
+    clean = clean_batch(count=16, height=32, width=32)
+    rainy, mask = render_raindrops(clean, seed=4, return_mask=True, dry_fraction=0.5, density=0.6)
+    rainy, mask = rainy.numpy(), mask.numpy()
+    dry = [np.array_equal(rainy[index], clean[index]) for index in range(16)]
+    assert 3 <= sum(dry) <= 13, dry
+    for index in np.flatnonzero(dry):
+        assert mask[index].max() == 0.0
+    everything_dry = render_raindrops(clean, seed=4, dry_fraction=1.0).numpy()
+    np.testing.assert_array_equal(everything_dry, clean)
+
+
+def test_lens_style_drops_are_larger_and_cover_more():
+    clean = clean_batch(count=4, height=96, width=96)
+    _, window = render_raindrops(clean, seed=5, return_mask=True, dry_fraction=0.0, reference_side=480)
+    _, lens = render_raindrops(clean, seed=5, return_mask=True, options="lens", dry_fraction=0.0, reference_side=480)
+    assert float(tf.reduce_mean(tf.cast(lens > 0.05, tf.float32))) > float(
+        tf.reduce_mean(tf.cast(window > 0.05, tf.float32))
+    )
+
+
+def test_drops_refract_a_wide_view_of_the_environment():
+    """A crop's drops show the whole photo: a red environment turns drops red on a grey crop."""
+    clean = np.full((2, 64, 64, 3), 0.5, np.float32)
+    red = np.zeros((2, 24, 36, 3), np.float32)
+    red[..., 0] = 1.0
+    options = dict(seed=6, return_mask=True, dry_fraction=0.0, haze_range=(0.0, 0.0), contrast_range=(1.0, 1.0),
+                   gain_range=(1.0, 1.0), highlight=0.0, glow=0.0, density=0.6)
+    window = [[0.3, 0.3, 0.2, 0.2]] * 2
+    rainy, mask = render_raindrops(clean, environment=red, window=window, **options)
+    inside = mask.numpy()[..., 0] > 0.5
+    assert inside.any()
+    drops = rainy.numpy()[inside]
+    assert drops[:, 0].mean() > drops[:, 1].mean() + 0.2, "the drops must show the environment's red"
+    # Without an environment the drops show the grey crop itself.
+    grey, _ = render_raindrops(clean, **options)
+    assert abs(grey.numpy()[inside][:, 0].mean() - grey.numpy()[inside][:, 1].mean()) < 0.02
+
+
+def test_blur_is_drawn_per_image_and_changes_the_drops():
+    clean = clean_batch(count=2, height=64, width=64)
+    sharp = render_raindrops(clean, seed=8, blur_range=(0.0, 0.0), dry_fraction=0.0).numpy()
+    blurred = render_raindrops(clean, seed=8, blur_range=(0.05, 0.05), dry_fraction=0.0).numpy()
+    assert not np.array_equal(sharp, blurred)
+
+    def edge_energy(images):
+        return float(np.abs(np.diff(images, axis=1)).mean() + np.abs(np.diff(images, axis=2)).mean())
+
+    assert edge_energy(blurred - clean) < edge_energy(sharp - clean)

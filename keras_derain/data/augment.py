@@ -57,6 +57,47 @@ def random_crop_flip(image, crop_size, seed, *, flip=True, resize_jitter=1.0):
     return image
 
 
+def random_crop_window(image, crop_size, seed, *, flip=True, resize_jitter=1.0):
+    """Like :func:`random_crop_flip`, and also where the crop lies in the (flipped) image.
+
+    The flip is applied to the whole image before cropping, so the window
+    refers to the flipped image: ``tf.image.flip_left_right(image)`` when
+    ``flipped`` is true.
+
+    Returns:
+        ``(crop, window, flipped)``: the crop, ``[top, left, height, width]`` as
+        fractions of the image's sides (float32), and whether it was flipped.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> crop, window, flipped = random_crop_window(tf.zeros([480, 720, 3]), 240, tf.constant([1, 2]))
+        >>> crop.shape, [round(float(value), 3) for value in window[2:]]
+        (TensorShape([240, 240, 3]), [0.5, 0.333])
+    """
+    scale_seed, crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    flipped = tf.constant(False)
+    if flip:
+        flipped = tf.random.stateless_uniform([], flip_seed) < 0.5
+        image = tf.cond(flipped, lambda: tf.image.flip_left_right(image), lambda: image)
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    short_side = tf.cast(tf.minimum(height, width), tf.float32)
+    scale = tf.maximum(1.0, crop_size / short_side)
+    if resize_jitter > 1.0:
+        scale = scale * tf.random.stateless_uniform([], scale_seed, 1.0, resize_jitter)
+    new_size = tf.maximum(
+        tf.cast(tf.math.ceil(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32), crop_size
+    )
+    image = tf.cond(scale > 1.0, lambda: tf.image.resize(image, new_size, method="bilinear"), lambda: image)
+    size = tf.shape(image)[:2]
+    corner = tf.random.stateless_uniform([2], crop_seed, 0, tf.int32.max, dtype=tf.int32) % (size - crop_size + 1)
+    crop = image[corner[0] : corner[0] + crop_size, corner[1] : corner[1] + crop_size]
+    size = tf.cast(size, tf.float32)
+    window = tf.stack([tf.cast(corner[0], tf.float32) / size[0], tf.cast(corner[1], tf.float32) / size[1],
+                       crop_size / size[0], crop_size / size[1]])
+    return crop, window, flipped
+
+
 def element_seeds(seed):
     """An endless dataset of ``[2]`` int64 seeds, new each epoch, reproducible given ``seed``.
 

@@ -29,8 +29,14 @@ def natural_key(path):
     return [int(part) if part.isdigit() else part.lower() for part in parts]
 
 
-def list_images(folder):
-    """Image files in ``folder`` (not recursive), in natural order.
+def list_images(folder, *, recursive=False):
+    """Image files in ``folder``, in natural order; hidden files and folders are skipped.
+
+    Args:
+        folder: the folder to list.
+        recursive: also list the images in its subfolders (photo libraries are
+            nested), in natural order of their relative paths. Symbolic links to
+            folders are not followed, so a link loop cannot trap the walk.
 
     Raises:
         DatasetError: the folder does not exist, is not a folder, or holds no image.
@@ -40,14 +46,22 @@ def list_images(folder):
         raise DatasetError(f"{folder}: no such folder")
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder")
+    if recursive:
+        candidates = []
+        for root, folders, names in os.walk(folder):
+            folders[:] = [name for name in folders if not name.startswith(".")]
+            candidates += [Path(root) / name for name in names]
+    else:
+        candidates = list(folder.iterdir())
     files = [
         path
-        for path in folder.iterdir()
+        for path in candidates
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
     ]
     if not files:
-        raise DatasetError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    return sorted(files, key=natural_key)
+        where = "in this folder or its subfolders" if recursive else "in this folder"
+        raise DatasetError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) {where}")
+    return sorted(files, key=lambda path: [natural_key(part) for part in path.relative_to(folder).parts])
 
 
 def check_image(path):

@@ -11,7 +11,7 @@ import warnings
 
 import tensorflow as tf
 
-from keras_derain.data.augment import element_seeds, random_crop_flip
+from keras_derain.data.augment import element_seeds, random_crop_window
 from keras_derain.data.images import (
     IMAGE_SUFFIXES,
     DatasetError,
@@ -23,6 +23,9 @@ from keras_derain.data.images import (
 from keras_derain.data import raindrops
 
 BUILTIN_FOLDER = Path(__file__).resolve().parent / "builtin"
+# The whole photo, as small as the drops need it: they show it minified.
+ENVIRONMENT_SIZE = (96, 144)
+DEFAULT_LENS_FRACTION = 0.25
 
 
 def builtin_clean_images():
@@ -39,8 +42,8 @@ def clean_image_paths(clean_source=None):
     """Resolve and check the clean photos of :func:`synthetic_dataset`.
 
     Args:
-        clean_source: ``None`` (the built-in photos), a folder, or a list of
-            image paths. In a folder, files without an image suffix
+        clean_source: ``None`` (the built-in photos), a folder (read with its
+            subfolders), or a list of image paths. In a folder, files without an image suffix
             (``.png .jpg .jpeg .bmp .gif``) are skipped with a warning that names
             them, since stray notes and thumbnails are common there; hidden
             files are skipped silently.
@@ -61,13 +64,13 @@ def clean_image_paths(clean_source=None):
         paths = builtin_clean_images()
     elif isinstance(clean_source, (str, Path)):
         folder = Path(clean_source)
-        paths = list_images(folder)
+        paths = list_images(folder, recursive=True)
         skipped = sorted(
             (
-                path.name
-                for path in folder.iterdir()
+                str(path.relative_to(folder))
+                for path in folder.rglob("*")
                 if path.is_file()
-                and not path.name.startswith(".")
+                and not any(part.startswith(".") for part in path.relative_to(folder).parts)
                 and path.suffix.lower() not in IMAGE_SUFFIXES
             ),
             key=natural_key,
@@ -98,12 +101,15 @@ def synthetic_dataset(
     reference_side=480,
     resize_jitter=1.0,
     cache=True,
+    lens_fraction=None,
 ):
     """A ``tf.data.Dataset`` of ``(rainy, clean)`` batches with raindrops rendered on the fly.
 
     Each element is a random ``crop_size`` square (flipped at random) of a clean
     photo; drops from :func:`~keras_derain.data.raindrops.render_raindrops` are
-    drawn anew every time, so no two epochs see the same pairs.
+    drawn anew every time, so no two epochs see the same pairs. The drops
+    refract a wide view of the whole photo, not only of the crop, and a share
+    of the pairs are dry (``RaindropOptions.dry_fraction``: rainy == clean).
 
     Args:
         clean_source: ``None`` for the built-in photos, a folder, or a list of
@@ -124,6 +130,11 @@ def synthetic_dataset(
             before cropping.
         cache: keep the decoded photos in memory (small sets); turn off for
             large folders.
+        lens_fraction: share of the batches whose drops are rendered in the
+            lens style (``raindrops.LENS_STYLE``: huge, defocused, smeared drops
+            on a lens close to the camera), in ``[0, 1]``. ``None``: 0.25 with
+            the default options (training data for windows and lenses alike),
+            0 when ``raindrop_options`` is given.
 
     Returns:
         Batches of ``(rainy, clean)``, float32 in ``[-1, 1]``, shape
@@ -143,6 +154,10 @@ def synthetic_dataset(
         raise ValueError(f"crop_size and batch_size must be positive, got {crop_size}, {batch_size}")
     if resize_jitter < 1.0:
         raise ValueError(f"resize_jitter must be >= 1, got {resize_jitter}")
+    if lens_fraction is None:
+        lens_fraction = DEFAULT_LENS_FRACTION if raindrop_options is None else 0.0
+    if not 0.0 <= lens_fraction <= 1.0:
+        raise ValueError(f"lens_fraction must be in [0, 1], got {lens_fraction!r}")
     options = _resolve_options(raindrop_options)
     paths = [str(path) for path in clean_image_paths(clean_source)]
 
@@ -155,17 +170,33 @@ def synthetic_dataset(
         photos = photos.repeat()
 
     def crop(photo, element_seed):
-        clean = tf.cast(photo, tf.float32) / 255.0
-        clean = random_crop_flip(clean, crop_size, element_seed, resize_jitter=resize_jitter)
-        return clean, element_seed
+        photo = tf.cast(photo, tf.float32) / 255.0
+        clean, window, flipped = random_crop_window(photo, crop_size, element_seed, resize_jitter=resize_jitter)
+        # A small copy of the whole photo: the drops refract a wide view of it.
+        environment = tf.image.resize(photo, ENVIRONMENT_SIZE, method="area")
+        environment = tf.cond(flipped, lambda: tf.image.flip_left_right(environment), lambda: environment)
+        return clean, environment, window, element_seed
 
-    def add_drops(clean, batch_seeds):
+    def render(style_options, clean, environment, window, drop_seed):
+        return raindrops.render_raindrops(
+            clean, seed=drop_seed, options=style_options, reference_side=reference_side,
+            environment=environment, window=window,
+        )
+
+    def add_drops(clean, environment, window, batch_seeds):
         # One render per batch; its seed comes from the batch's first element,
         # folded so it does not repeat that element's crop seed.
         drop_seed = tf.random.experimental.stateless_fold_in(batch_seeds[0], 1)
-        rainy = raindrops.render_raindrops(
-            clean, seed=drop_seed, options=options, reference_side=reference_side
-        )
+        arguments = (clean, environment, window, drop_seed)
+        if lens_fraction > 0.0:
+            style_draw = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(batch_seeds[0], 2))
+            rainy = tf.cond(
+                style_draw < lens_fraction,
+                lambda: render(raindrops.LENS_STYLE, *arguments),
+                lambda: render(options, *arguments),
+            )
+        else:
+            rainy = render(options, *arguments)
         return rainy * 2.0 - 1.0, clean * 2.0 - 1.0
 
     pairs = tf.data.Dataset.zip(photos, element_seeds(seed))
