@@ -62,7 +62,7 @@ def parse_args(argv=None):
                                "by default a batch with outputs already there is refused before any work")
     parser.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse larger photos, from their header (default: {DEFAULT_MAX_PIXELS:,}); "
-                             "peak memory grows about 10 bytes a pixel")
+                             "peak memory grows about 8 bytes a pixel")
     parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE,
                         help=f"tile side for large photos (default: {DEFAULT_TILE_SIZE})")
     parser.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default: 32)")
