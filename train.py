@@ -18,7 +18,8 @@ def parse_args(argv=None):
         description="Train a cGAN or Pix2Pix raindrop remover. Without --data or --clean-dir it renders "
         "synthetic raindrops on the built-in photos, sized to finish in about 10 minutes on a 2-core CPU."
     )
-    parser.add_argument("--arch", default="pix2pix", help="pix2pix (U-Net + PatchGAN) or cgan (the study's)")
+    parser.add_argument("--arch", default="pix2pix", help="pix2pix (U-Net + PatchGAN) or cgan (the study's), or "
+                        "restoration (mask-guided residual generator + PatchGAN)")
     parser.add_argument("--penalties", action="store_true",
                         help="the study's discriminator penalties: soft labels 0.9/0.1, G lr 5e-4, D lr 2e-4")
     data = parser.add_argument_group("data (default: synthetic drops on the built-in photos)")
@@ -39,6 +40,12 @@ def parse_args(argv=None):
         ("--base-channels", int, "channels of the first layer"),
         ("--steps-per-epoch", int, "steps per epoch (default: one pass over the data)"),
         ("--seed", int, "random seed"),
+        ("--adversarial-weight", float, "weight of the adversarial term"),
+        ("--charbonnier-weight", float, "weight of the Charbonnier (smooth L1) term"),
+        ("--ssim-weight", float, "weight of 1 - SSIM"),
+        ("--fft-weight", float, "weight of the L1 distance of the Fourier transforms"),
+        ("--mask-weight", float, "weight of the drop-mask BCE (generators with a mask head)"),
+        ("--nce-weight", float, "weight of PatchNCE, the contrastive loss on the discriminator's features"),
     ]:
         preset.add_argument(flag, type=kind, help=text)
     run = parser.add_argument_group("run")
@@ -99,7 +106,8 @@ def main(argv=None):
                 name: getattr(args, name)
                 for name in ("epochs", "batch_size", "g_lr", "d_lr", "beta_1", "real_label", "fake_label",
                              "label_flip", "g_steps", "l1_weight", "crop_size", "base_channels",
-                             "steps_per_epoch", "seed")
+                             "steps_per_epoch", "seed", "adversarial_weight", "charbonnier_weight",
+                             "ssim_weight", "fft_weight", "mask_weight", "nce_weight")
             }
             builtin = args.data is None and args.clean_dir is None
             config = resolve(args.arch, penalties=args.penalties, builtin_data=builtin, **overrides)

@@ -9,7 +9,13 @@ image for the cGAN, one per patch for Pix2Pix's PatchGAN), with ``fit``,
 import keras
 import tensorflow as tf
 
+from keras_derain import losses
 from keras_derain.metrics import PSNR, SSIM
+
+# Restoration terms that compile() can weigh in, each with its tracker "g_NAME".
+RESTORATION_TERMS = ("charbonnier", "ssim", "fft", "mask", "nce")
+# The discriminator layer whose features PatchNCE compares (stride 4 in the PatchGAN).
+NCE_LAYER = "block_2_lrelu"
 
 
 def _unreduced(loss):
@@ -41,6 +47,12 @@ def _replica_share(logs):
     return logs
 
 
+def _has_mask(generator):
+    from keras_derain.models.restoration import has_mask
+
+    return has_mask(generator)
+
+
 @keras.saving.register_keras_serializable(package="keras_derain")
 class DerainGAN(keras.Model):
     """A conditional GAN for deraining: Pix2Pix's objective with the study's penalties.
@@ -52,6 +64,14 @@ class DerainGAN(keras.Model):
     One train step runs the generator forward once: the discriminator's and the
     generator's gradients both come from that pass (as in the TensorFlow Pix2Pix
     tutorial). ``g_steps > 1`` adds generator-only updates after it.
+
+    Restoration terms (`keras_derain.losses`) can be weighed in by ``compile``:
+    Charbonnier, 1 - SSIM, FFT L1, the mask BCE and PatchNCE. The mask term
+    needs a generator with a mask head (`keras_derain.models.restoration_generator`)
+    and data that carries the target mask as a third element,
+    ``(rainy, clean, mask)`` (``synthetic_dataset(..., return_mask=True)``,
+    ``paired_dataset(..., return_mask=True)``); without either it is skipped, so
+    any generator and any data source still train.
 
     Args:
         generator: a Keras model ``rainy -> clean``, images in [-1, 1].
@@ -85,7 +105,14 @@ class DerainGAN(keras.Model):
         self.g_l1_tracker = keras.metrics.Mean(name="g_l1")
         self.d_acc_tracker = keras.metrics.Mean(name="d_acc")
         self.l1_tracker = keras.metrics.Mean(name="l1")
+        self.term_trackers = {}
         self.image_metrics = [PSNR(), SSIM()]
+        self.with_mask = None
+        if _has_mask(generator):
+            from keras_derain.models.restoration import mask_model
+
+            self.with_mask = mask_model(generator)
+        self.nce_features = None
         # Both networks come built (functional models), so the GAN is too; Keras'
         # BackupAndRestore refuses an unbuilt model.
         self.built = bool(generator.built and discriminator.built)
@@ -102,6 +129,12 @@ class DerainGAN(keras.Model):
         label_flip_rate=0.0,
         g_steps=1,
         metrics=None,
+        adversarial_weight=1.0,
+        charbonnier_weight=0.0,
+        ssim_weight=0.0,
+        fft_weight=0.0,
+        mask_weight=0.0,
+        nce_weight=0.0,
         **kwargs,
     ):
         """Set the two optimizers, the losses and the discriminator penalties.
@@ -121,6 +154,11 @@ class DerainGAN(keras.Model):
             g_steps: generator updates per discriminator update.
             metrics: image-quality metrics on ``(clean, generated)`` in [-1, 1];
                 default PSNR and SSIM on RGB.
+            adversarial_weight: weight of the adversarial term (1 in Pix2Pix).
+            charbonnier_weight, ssim_weight, fft_weight, mask_weight, nce_weight:
+                weights of the restoration terms in `keras_derain.losses` (0: off).
+                ``nce_weight`` compares the discriminator's ``block_2_lrelu``
+                features (a PatchGAN's).
         """
         # No optimizer of Keras' own: ours are the two below (Keras would add an unused RMSprop).
         super().compile(optimizer=None, **kwargs)
@@ -131,8 +169,18 @@ class DerainGAN(keras.Model):
         for name, value in (("real_label", real_label), ("fake_label", fake_label)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-        if l1_weight < 0:
-            raise ValueError(f"l1_weight must be >= 0, got {l1_weight!r}")
+        weights = {"charbonnier": charbonnier_weight, "ssim": ssim_weight, "fft": fft_weight,
+                   "mask": mask_weight, "nce": nce_weight}
+        for name, value in (("l1_weight", l1_weight), ("adversarial_weight", adversarial_weight),
+                            *((f"{term}_weight", weight) for term, weight in weights.items())):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if nce_weight > 0:
+            if not any(layer.name == NCE_LAYER for layer in self.discriminator.layers):
+                raise ValueError(f"nce_weight needs a discriminator with a '{NCE_LAYER}' layer (a PatchGAN)")
+            self.nce_features = keras.Model(
+                self.discriminator.inputs, self.discriminator.get_layer(NCE_LAYER).output, name="nce_features"
+            )
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
         # Build the optimizer states now, so that weights restored before the first
@@ -145,6 +193,9 @@ class DerainGAN(keras.Model):
         self.fake_label = float(fake_label)
         self.label_flip_rate = float(label_flip_rate)
         self.g_steps = int(g_steps)
+        self.adversarial_weight = float(adversarial_weight)
+        self.term_weights = {term: float(weight) for term, weight in weights.items() if weight > 0}
+        self.term_trackers = {term: keras.metrics.Mean(name=f"g_{term}") for term in self.term_weights}
         if metrics is not None:
             self.image_metrics = list(metrics)
 
@@ -157,6 +208,7 @@ class DerainGAN(keras.Model):
             self.g_l1_tracker,
             self.d_acc_tracker,
             self.l1_tracker,
+            *self.term_trackers.values(),
             *self.image_metrics,
         ]
 
@@ -197,7 +249,41 @@ class DerainGAN(keras.Model):
         fake_logits = tf.cast(fake_logits, tf.float32)
         adversarial = tf.reduce_mean(self.adversarial_loss(self._targets(fake_logits, 1.0), fake_logits))
         l1 = tf.reduce_mean(tf.abs(tf.cast(clean, tf.float32) - tf.cast(generated, tf.float32)))
-        return adversarial + self.l1_weight * l1, adversarial, l1
+        return self.adversarial_weight * adversarial + self.l1_weight * l1, adversarial, l1
+
+    def restoration_terms(self, rainy, clean, generated, target_mask=None, predicted_mask=None):
+        """The compiled restoration terms, unweighted: ``{term: loss}`` (the mask term needs both masks)."""
+        terms = {}
+        if "charbonnier" in self.term_weights:
+            terms["charbonnier"] = losses.charbonnier(clean, generated)
+        if "ssim" in self.term_weights:
+            terms["ssim"] = losses.ssim_loss(clean, generated)
+        if "fft" in self.term_weights:
+            terms["fft"] = losses.fft_l1(clean, generated)
+        if "mask" in self.term_weights and target_mask is not None and predicted_mask is not None:
+            terms["mask"] = losses.mask_bce(target_mask, predicted_mask)
+        if "nce" in self.term_weights:
+            terms["nce"] = losses.patch_nce(
+                self.nce_features([rainy, generated], training=True),
+                self.nce_features([rainy, clean], training=True),
+                self.nce_features([rainy, rainy], training=True),
+                seed=self.seed_generator,
+            )
+        return terms
+
+    def _generate(self, rainy, training):
+        """The generated image and, with a mask head, the predicted mask (else None)."""
+        if self.with_mask is not None:
+            generated, mask = self.with_mask(rainy, training=training)
+            return generated, mask
+        return self.generator(rainy, training=training), None
+
+    def _total_generator_loss(self, rainy, clean, generated, fake_logits, target_mask, predicted_mask):
+        g_loss, g_adv, g_l1 = self.generator_losses(clean, generated, fake_logits)
+        terms = self.restoration_terms(rainy, clean, generated, target_mask, predicted_mask)
+        for term, value in terms.items():
+            g_loss = g_loss + self.term_weights[term] * value
+        return g_loss, g_adv, g_l1, terms
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -219,12 +305,15 @@ class DerainGAN(keras.Model):
 
     def train_step(self, data):
         rainy, clean = data[0], data[1]
+        target_mask = data[2] if len(data) > 2 else None
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            generated = self.generator(rainy, training=True)
+            generated, predicted_mask = self._generate(rainy, training=True)
             real_logits = self.discriminator([rainy, clean], training=True)
             fake_logits = self.discriminator([rainy, generated], training=True)
             d_loss = self.discriminator_loss(real_logits, fake_logits)
-            g_loss, g_adv, g_l1 = self.generator_losses(clean, generated, fake_logits)
+            g_loss, g_adv, g_l1, terms = self._total_generator_loss(
+                rainy, clean, generated, fake_logits, target_mask, predicted_mask
+            )
             d_scaled = self._scaled(self.d_optimizer, d_loss)
             g_scaled = self._scaled(self.g_optimizer, g_loss)
         # Both gradients from the one forward pass, then both updates.
@@ -239,9 +328,11 @@ class DerainGAN(keras.Model):
         )
         for _ in range(self.g_steps - 1):
             with tf.GradientTape() as g_tape:
-                generated = self.generator(rainy, training=True)
+                generated, predicted_mask = self._generate(rainy, training=True)
                 fake_logits = self.discriminator([rainy, generated], training=True)
-                g_loss, g_adv, g_l1 = self.generator_losses(clean, generated, fake_logits)
+                g_loss, g_adv, g_l1, terms = self._total_generator_loss(
+                    rainy, clean, generated, fake_logits, target_mask, predicted_mask
+                )
                 g_scaled = self._scaled(self.g_optimizer, g_loss)
             g_gradients = g_tape.gradient(g_scaled, self.generator.trainable_variables)
             self.g_optimizer.apply(g_gradients, self.generator.trainable_variables)
@@ -251,6 +342,8 @@ class DerainGAN(keras.Model):
         self.g_adv_tracker.update_state(g_adv)
         self.g_l1_tracker.update_state(g_l1)
         self.d_acc_tracker.update_state(d_acc)
+        for term, value in terms.items():
+            self.term_trackers[term].update_state(value)
         generated = tf.cast(generated, tf.float32)
         for metric in self.image_metrics:
             metric.update_state(clean, generated)

@@ -4,6 +4,12 @@
   networks, batch 8, 20 epochs, 32 base channels, 128-d latent.
 - ``pix2pix``: Isola et al.: BCE-with-logits + 100 x L1, Adam lr 2e-4 with
   beta_1 = 0.5, batch 8, 50 epochs (the study's count).
+- ``restoration``: ours, the mask-guided residual generator
+  (`keras_derain.models.restoration_generator`) against Pix2Pix's PatchGAN
+  (with twice the generator's base channels), with the study's soft labels and
+  faster generator, Charbonnier + 1 - SSIM + FFT L1 + mask BCE beside a light
+  adversarial term (weight 1 against 100 for the pixel term: AttentiveGAN's
+  ratio), trained on the renderer's exact masks.
 - ``PENALTIES``: the study's answer to a discriminator that overpowers the
   generator: soft labels 0.9 / 0.1 and a faster generator (G lr 5e-4, D lr 2e-4).
 
@@ -56,6 +62,44 @@ PRESETS = {
     },
 }
 
+# Weights of the generator's loss terms (keras_derain.losses). The study's
+# models use only the adversarial term and L1; the others are 0 there.
+LOSS_WEIGHTS = {
+    "adversarial_weight": 1.0,
+    "charbonnier_weight": 0.0,
+    "ssim_weight": 0.0,
+    "fft_weight": 0.0,
+    "mask_weight": 0.0,
+    "nce_weight": 0.0,
+}
+for _preset in PRESETS.values():
+    _preset.update(LOSS_WEIGHTS)
+
+PRESETS["restoration"] = {
+    "arch": "restoration",
+    "epochs": 50,
+    "batch_size": 8,
+    "g_lr": 5e-4,
+    "d_lr": 2e-4,
+    "beta_1": 0.5,
+    "l1_weight": 0.0,
+    "real_label": 0.9,
+    "fake_label": 0.1,
+    "label_flip": 0.0,
+    "g_steps": 1,
+    "crop_size": 128,
+    "base_channels": 16,
+    "latent_dim": None,
+    "steps_per_epoch": None,
+    "seed": 0,
+    "adversarial_weight": 1.0,
+    "charbonnier_weight": 100.0,
+    "ssim_weight": 40.0,
+    "fft_weight": 10.0,
+    "mask_weight": 20.0,
+    "nce_weight": 0.0,
+}
+
 PENALTIES = {"real_label": 0.9, "fake_label": 0.1, "g_lr": 5e-4, "d_lr": 2e-4}
 
 # The built-in synthetic default is a demo sized to train in about 10 minutes
@@ -67,6 +111,7 @@ PENALTIES = {"real_label": 0.9, "fake_label": 0.1, "g_lr": 5e-4, "d_lr": 2e-4}
 BUILTIN_DATA_DEFAULTS = {
     "pix2pix": {"crop_size": 128, "steps_per_epoch": 16, **PENALTIES},
     "cgan": {"crop_size": 128, "steps_per_epoch": 16},
+    "restoration": {"crop_size": 128, "steps_per_epoch": 16},
 }
 
 

@@ -40,10 +40,13 @@ from keras_derain.atomic import atomic_output
 from keras_derain.callbacks import GeneratorCheckpoint, HistoryPlots, SampleGrid, StopOnNaN
 from keras_derain.gan import DerainGAN
 from keras_derain.metrics import psnr
-from keras_derain.presets import PRESETS, differences
+from keras_derain.presets import LOSS_WEIGHTS, PRESETS, differences
 
 VALIDATION_SEED = 20180618  # fixed: every run and every epoch validates on the same pairs
 VALIDATION_PAIRS = 32
+# The restoration generator's levels below half resolution: inputs are multiples of 2**(4 + 1).
+RESTORATION_DEPTH = 4
+RESTORATION_MULTIPLE = 2 ** (RESTORATION_DEPTH + 1)
 SAMPLE_ROWS = 4
 
 
@@ -72,10 +75,15 @@ def check_config(config):
         raise ValueError(f"--beta-1 must be in [0, 1), got {config['beta_1']!r}")
     if not isinstance(config["seed"], int) or not 0 <= config["seed"] < 2**32:
         raise ValueError(f"--seed must be an integer in [0, 2**32), got {config['seed']!r}")
-    if config["l1_weight"] < 0:
-        raise ValueError(f"--l1-weight must be >= 0, got {config['l1_weight']!r}")
-    if config["crop_size"] < 16 or config["crop_size"] % 16:
-        raise ValueError(f"--crop-size must be a multiple of 16 (at least 16), got {config['crop_size']}")
+    for name in ("l1_weight", *LOSS_WEIGHTS):
+        if not config.get(name, 0.0) >= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {config[name]!r}")
+    multiple = RESTORATION_MULTIPLE if config["arch"] == "restoration" else 16
+    if config["crop_size"] < multiple or config["crop_size"] % multiple:
+        raise ValueError(
+            f"--crop-size must be a multiple of {multiple} (at least {multiple}) for --arch {config['arch']}, "
+            f"got {config['crop_size']}"
+        )
 
 
 def unet_depth(crop_size):
@@ -91,7 +99,10 @@ def build_models(config):
     from keras_derain import models
 
     keras.utils.set_random_seed(config["seed"])
-    if config["arch"] == "pix2pix":
+    if config["arch"] == "restoration":
+        generator = models.restoration_generator(base_channels=config["base_channels"], depth=RESTORATION_DEPTH)
+        discriminator = models.pix2pix_discriminator(base_channels=2 * config["base_channels"])
+    elif config["arch"] == "pix2pix":
         generator = models.pix2pix_generator(
             base_channels=config["base_channels"], depth=unet_depth(config["crop_size"])
         )
@@ -128,6 +139,11 @@ def _materialise(dataset, pairs, skip_dry=False, max_tries=20):
     return np.stack(rainy), np.stack(clean)
 
 
+def wants_mask(config):
+    """Whether the training data must carry drop masks (a mask term is weighed in)."""
+    return config.get("mask_weight", 0.0) > 0
+
+
 def build_data(config, data=None, val=None, clean_dir=None):
     """Training dataset, fixed validation arrays and a description of the data.
 
@@ -152,7 +168,7 @@ def build_data(config, data=None, val=None, clean_dir=None):
         train_pairs = len(find_pairs(data, split))
         train = paired_dataset(
             data, split, crop_size=crop, batch_size=batch, shuffle=True, augment=True,
-            seed=seed, repeat=steps is not None,
+            seed=seed, repeat=steps is not None, return_mask=wants_mask(config),
         )
         if steps is None and train_pairs < batch:
             raise ValueError(f"--data {data}: {train_pairs} pairs, fewer than --batch-size {batch}")
@@ -164,7 +180,8 @@ def build_data(config, data=None, val=None, clean_dir=None):
         paths = clean_image_paths(clean_dir)
         held_out = max(1, len(paths) // 8) if len(paths) > 1 else 0
         train_paths, val_paths = paths[: len(paths) - held_out], paths[len(paths) - held_out :] or paths
-        train = synthetic_dataset(train_paths, crop_size=crop, batch_size=batch, seed=seed)
+        train = synthetic_dataset(train_paths, crop_size=crop, batch_size=batch, seed=seed,
+                                  return_mask=wants_mask(config))
         validation = synthetic_dataset(val_paths, crop_size=crop, batch_size=1, seed=VALIDATION_SEED)
         steps = steps or max(1, math.ceil(len(train_paths) / batch))
         val_pairs = VALIDATION_PAIRS
@@ -293,6 +310,7 @@ def build_gan(config, *, mixed_precision=False, jit_compile=False):
         label_flip_rate=config["label_flip"],
         g_steps=config["g_steps"],
         jit_compile=jit_compile,
+        **{name: config.get(name, default) for name, default in LOSS_WEIGHTS.items()},
     )
     return gan
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from keras_derain.data import raindrops
 from keras_derain.data.images import DatasetError
 from keras_derain.data.synthetic import builtin_clean_images, clean_image_paths, synthetic_dataset
 
@@ -88,3 +89,46 @@ def test_stray_non_image_file_is_skipped_with_a_warning(tmp_path):
 def test_bad_raindrop_option_is_named():
     with pytest.raises(ValueError, match="density"):
         synthetic_dataset(raindrop_options={"density": 2.0})
+
+
+def test_nested_folders_are_read(tmp_path):
+    library = tmp_path / "library"
+    write_images(library / "2024" / "june", count=2)
+    write_images(library / "2025", count=1)
+    write_images(library / ".thumbnails", count=1)  # hidden: skipped
+    paths = clean_image_paths(library)
+    assert [str(path.relative_to(library)) for path in paths] == ["2024/june/0.png", "2024/june/1.png", "2025/0.png"]
+    rainy, _ = take(synthetic_dataset(library, crop_size=32, batch_size=2, seed=0), 1)[0]
+    assert rainy.shape == (2, 32, 32, 3)
+
+
+def test_dry_pairs_appear_and_are_exact(tmp_path):
+    folder = write_images(tmp_path / "clean", count=4)
+    dataset = synthetic_dataset(folder, crop_size=32, batch_size=4, seed=2,
+                                raindrop_options={"dry_fraction": 0.5, "density": 0.6})
+    dry = wet = 0
+    for rainy, clean in take(dataset, 6):
+        for rainy_image, clean_image in zip(rainy, clean):
+            if np.array_equal(rainy_image, clean_image):
+                dry += 1
+            else:
+                wet += 1
+    assert dry >= 3 and wet >= 3, (dry, wet)
+
+
+def test_lens_fraction_is_checked_and_mixes_styles(tmp_path):
+    with pytest.raises(ValueError, match="lens_fraction"):
+        synthetic_dataset(lens_fraction=1.5)
+    folder = write_images(tmp_path / "clean", count=2, size=(48, 48))
+
+    def batches(lens_fraction, options=None):
+        dataset = synthetic_dataset(folder, crop_size=32, batch_size=2, seed=3, lens_fraction=lens_fraction,
+                                    raindrop_options=options)
+        return [rainy for rainy, _ in take(dataset, 8)]
+
+    window, lens = batches(0.0), batches(0.0, raindrops.LENS_STYLE)
+    assert all(np.array_equal(a, b) for a, b in zip(batches(1.0), lens))
+    mixed = batches(0.5)
+    from_lens = sum(np.array_equal(a, b) for a, b in zip(mixed, lens))
+    from_window = sum(np.array_equal(a, b) for a, b in zip(mixed, window))
+    assert from_lens + from_window == 8 and from_lens >= 1 and from_window >= 1, (from_lens, from_window)

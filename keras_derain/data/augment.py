@@ -92,6 +92,7 @@ def random_crop_window(image, crop_size, seed, *, flip=True, resize_jitter=1.0):
     size = tf.shape(image)[:2]
     corner = tf.random.stateless_uniform([2], crop_seed, 0, tf.int32.max, dtype=tf.int32) % (size - crop_size + 1)
     crop = image[corner[0] : corner[0] + crop_size, corner[1] : corner[1] + crop_size]
+    crop.set_shape([crop_size, crop_size, image.shape[-1]])
     size = tf.cast(size, tf.float32)
     window = tf.stack([tf.cast(corner[0], tf.float32) / size[0], tf.cast(corner[1], tf.float32) / size[1],
                        crop_size / size[0], crop_size / size[1]])

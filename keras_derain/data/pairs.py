@@ -148,6 +148,44 @@ def check_pairs(pairs):
     return shapes
 
 
+# AttentiveGAN's rule marks a pixel whose |rainy - clean|, summed over the
+# channels (0-255 each), is at least 35. On real pairs that differ in exposure
+# it marks 38-95% of the frame (RESTORATION.md), so the mask is soft: 0 at 35,
+# rising to 1 at 3 x 35, then closed and opened by 5x5 (as AttentiveGAN's code).
+MASK_LOW, MASK_HIGH, MASK_MORPHOLOGY = 35.0, 105.0, 5
+
+
+def difference_mask(rainy, clean):
+    """A soft drop mask of a real pair: ``[..., H, W, 1]`` in [0, 1], from images in [-1, 1].
+
+    The channel-summed ``|rainy - clean|`` (in 0-255 levels) is mapped linearly
+    from 0 at ``MASK_LOW`` (AttentiveGAN's threshold, 35) to 1 at ``MASK_HIGH``
+    (105), then closed and opened with a 5x5 square (grey-level max and min
+    pooling), which fills pinholes and removes thin lines that misalignment
+    leaves at edges.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> rainy = tf.zeros([1, 8, 8, 3]); clean = tf.zeros([1, 8, 8, 3])
+        >>> float(tf.reduce_max(difference_mask(rainy, clean)))
+        0.0
+    """
+    levels = tf.reduce_sum(tf.abs(rainy - clean), axis=-1, keepdims=True) * 127.5
+    mask = tf.clip_by_value((levels - MASK_LOW) / (MASK_HIGH - MASK_LOW), 0.0, 1.0)
+    single = mask.shape.rank == 3
+    if single:
+        mask = mask[tf.newaxis]
+
+    def dilate(image):
+        return tf.nn.max_pool2d(image, MASK_MORPHOLOGY, 1, "SAME")
+
+    def erode(image):
+        return -tf.nn.max_pool2d(-image, MASK_MORPHOLOGY, 1, "SAME")
+
+    mask = dilate(erode(erode(dilate(mask))))  # close, then open
+    return mask[0] if single else mask
+
+
 def paired_dataset(
     root,
     split=None,
@@ -161,6 +199,7 @@ def paired_dataset(
     cache=False,
     repeat=False,
     drop_remainder=None,
+    return_mask=False,
 ):
     """A ``tf.data.Dataset`` of ``(rainy, clean)`` batches, float32 in [-1, 1], NHWC.
 
@@ -183,6 +222,8 @@ def paired_dataset(
         cache: keep decoded images in memory after the first epoch.
         repeat: repeat forever (for ``fit(steps_per_epoch=...)``).
         drop_remainder: drop a last short batch; defaults to ``crop_size is not None``.
+        return_mask: also yield the drop mask of each pair, ``(rainy, clean, mask)``
+            (see :func:`difference_mask`), to supervise a generator's mask head.
 
     Example:
         >>> from keras_derain.data import paired_dataset
@@ -239,9 +280,12 @@ def paired_dataset(
         dataset = tf.data.Dataset.zip(element_seeds(seed), dataset)
         dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
 
-    dataset = dataset.map(
-        lambda stacked: (to_signed(stacked[..., :3]), to_signed(stacked[..., 3:])),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+    def split_pair(stacked):
+        rainy, clean = to_signed(stacked[..., :3]), to_signed(stacked[..., 3:])
+        if return_mask:
+            return rainy, clean, difference_mask(rainy, clean)
+        return rainy, clean
+
+    dataset = dataset.map(split_pair, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -102,6 +102,7 @@ def synthetic_dataset(
     resize_jitter=1.0,
     cache=True,
     lens_fraction=None,
+    return_mask=False,
 ):
     """A ``tf.data.Dataset`` of ``(rainy, clean)`` batches with raindrops rendered on the fly.
 
@@ -135,6 +136,9 @@ def synthetic_dataset(
             on a lens close to the camera), in ``[0, 1]``. ``None``: 0.25 with
             the default options (training data for windows and lenses alike),
             0 when ``raindrop_options`` is given.
+        return_mask: also yield the renderer's exact drop mask,
+            ``(rainy, clean, mask)`` with mask ``[batch, crop, crop, 1]`` in [0, 1]
+            (0 exactly where rainy == clean), to supervise a mask head.
 
     Returns:
         Batches of ``(rainy, clean)``, float32 in ``[-1, 1]``, shape
@@ -180,7 +184,7 @@ def synthetic_dataset(
     def render(style_options, clean, environment, window, drop_seed):
         return raindrops.render_raindrops(
             clean, seed=drop_seed, options=style_options, reference_side=reference_side,
-            environment=environment, window=window,
+            environment=environment, window=window, return_mask=True,
         )
 
     def add_drops(clean, environment, window, batch_seeds):
@@ -190,13 +194,15 @@ def synthetic_dataset(
         arguments = (clean, environment, window, drop_seed)
         if lens_fraction > 0.0:
             style_draw = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(batch_seeds[0], 2))
-            rainy = tf.cond(
+            rainy, mask = tf.cond(
                 style_draw < lens_fraction,
                 lambda: render(raindrops.LENS_STYLE, *arguments),
                 lambda: render(options, *arguments),
             )
         else:
-            rainy = render(options, *arguments)
+            rainy, mask = render(options, *arguments)
+        if return_mask:
+            return rainy * 2.0 - 1.0, clean * 2.0 - 1.0, mask
         return rainy * 2.0 - 1.0, clean * 2.0 - 1.0
 
     pairs = tf.data.Dataset.zip(photos, element_seeds(seed))

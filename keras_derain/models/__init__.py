@@ -7,6 +7,7 @@ custom objects.
 
 from keras_derain.models.cgan import cgan_discriminator, cgan_generator
 from keras_derain.models.precision import float32_copy
+from keras_derain.models.restoration import has_mask, mask_model, restoration_generator
 from keras_derain.models.pix2pix import (
     patchgan_receptive_field,
     pix2pix_discriminator,
@@ -22,4 +23,7 @@ __all__ = [
     "required_multiple",
     "patchgan_receptive_field",
     "float32_copy",
+    "restoration_generator",
+    "mask_model",
+    "has_mask",
 ]

@@ -1,0 +1,143 @@
+"""A mask-guided residual restoration generator: it repairs the drops and leaves the rest alone.
+
+Pix2Pix's U-Net re-synthesises every pixel, so on real photos it shifts
+colours where there was no drop and leaves checkerboard texture from its
+transposed convolutions. This generator instead predicts, from one small U-Net
+trunk,
+
+- a drop mask ``m`` in ``[0, 1]`` (a sigmoid head, supervised by the renderer's
+  exact mask when the trainer has one), and
+- a correction ``c`` (a linear head),
+
+and returns ``derained = clip(rainy + m * c)``: where the mask is 0 the rainy
+pixel passes through unchanged. The correction head starts at zero, so the
+untrained generator is exactly the identity (as NAFNet's zero-initialised
+residual scales). Upsampling is nearest-neighbour resize + convolution (Odena
+et al.'s remedy: no transposed convolution, so no checkerboard; Keras'
+bilinear ``UpSampling2D`` cannot take the dynamic sizes that tiling needs); there is no normalisation layer, so the
+ONNX graph is convolutions, activations and resizes only. The mask is a named
+layer, ``drop_mask``: :func:`mask_model` gives a model that returns it.
+
+References:
+    Qian et al., "Attentive Generative Adversarial Network for Raindrop Removal
+    from a Single Image", CVPR 2018 (mask-supervised attention);
+    Chen et al., "Simple Baselines for Image Restoration" (NAFNet), ECCV 2022
+    (residual output, zero-initialised scales);
+    Odena et al., "Deconvolution and Checkerboard Artifacts", Distill 2016.
+"""
+
+import keras
+
+MASK_LAYER = "drop_mask"
+
+
+def _conv(filters, name, kernel_size=3, strides=1, zero=False):
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        kernel_initializer="zeros" if zero else "he_normal",
+        name=name,
+    )
+
+
+def _residual_block(features, filters, name):
+    """conv - LeakyReLU - conv, added to the input; the second conv starts at zero (identity block)."""
+    update = _conv(filters, f"{name}_conv1")(features)
+    update = keras.layers.LeakyReLU(0.2, name=f"{name}_act")(update)
+    update = _conv(filters, f"{name}_conv2", zero=True)(update)
+    return keras.layers.Add(name=f"{name}_add")([features, update])
+
+
+def restoration_generator(base_channels=16, depth=4, blocks=1, name="restoration_generator"):
+    """Build the mask-guided residual generator, rainy -> derained, images in ``[-1, 1]``.
+
+    The trunk works from half resolution down (a 4x4 stride-2 stem, as
+    Pix2Pix's first layer), which keeps a 720x480 photo as cheap as the
+    Pix2Pix generator; the two heads see the trunk's features enlarged back to
+    full resolution next to the rainy pixels themselves.
+
+    Args:
+        base_channels: channels at half resolution; doubled at each level down.
+        depth: levels of 2x downsampling below half resolution (inputs must be
+            multiples of ``2**(depth + 1)``; `keras_derain.inference.Derainer`
+            pads as needed).
+        blocks: residual blocks per level (and in the bottleneck).
+        name: the model's name.
+
+    Returns:
+        A functional ``keras.Model`` with one output, the derained image (the
+        same contract as `pix2pix_generator`); its layer ``drop_mask`` holds the
+        predicted mask (see :func:`mask_model`).
+
+    Example:
+        >>> import numpy as np
+        >>> generator = restoration_generator(base_channels=8, depth=2)
+        >>> rainy = np.random.uniform(-1, 1, (1, 32, 32, 3)).astype("float32")
+        >>> bool(np.allclose(generator(rainy), rainy))  # the identity until trained
+        True
+    """
+    if depth < 1 or blocks < 1 or base_channels < 1:
+        raise ValueError(f"base_channels, depth and blocks must be positive, got {base_channels}, {depth}, {blocks}")
+    rainy = keras.Input((None, None, 3), name="rainy")
+
+    # -- trunk: a small U-Net from half resolution down, skips added ----------------------
+    features = _conv(base_channels, "stem", kernel_size=4, strides=2)(rainy)
+    features = keras.layers.LeakyReLU(0.2, name="stem_act")(features)
+    skips = []
+    filters = base_channels
+    for level in range(depth):
+        for block in range(blocks):
+            features = _residual_block(features, filters, f"enc{level}_block{block}")
+        skips.append(features)
+        filters *= 2
+        features = _conv(filters, f"down{level}", kernel_size=2, strides=2)(features)
+    for block in range(blocks):
+        features = _residual_block(features, filters, f"middle_block{block}")
+    for level in reversed(range(depth)):
+        filters //= 2
+        features = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up{level}_resize")(features)
+        features = _conv(filters, f"up{level}_conv")(features)
+        features = keras.layers.Add(name=f"up{level}_skip")([features, skips[level]])
+        for block in range(blocks):
+            features = _residual_block(features, filters, f"dec{level}_block{block}")
+    features = keras.layers.UpSampling2D(2, interpolation="nearest", name="full_resize")(features)
+    features = keras.layers.Concatenate(name="with_rainy")([features, rainy])
+
+    # -- heads: the drop mask and a correction, blended into the rainy image ---------------
+    mask_logits = keras.layers.Conv2D(
+        1, 3, padding="same", bias_initializer=keras.initializers.Constant(-2.0), name="mask_logits"
+    )(features)
+    mask = keras.layers.Activation("sigmoid", name=MASK_LAYER)(mask_logits)
+    correction = _conv(3, "correction", zero=True)(features)
+    mask3 = keras.layers.Concatenate(name="mask_rgb")([mask, mask, mask])
+    gated = keras.layers.Multiply(name="gated_correction")([mask3, correction])
+    derained = keras.layers.Add(name="residual")([rainy, gated])
+    derained = keras.layers.Activation("hard_tanh", name="derained", dtype="float32")(derained)
+    return keras.Model(rainy, derained, name=name)
+
+
+def has_mask(generator):
+    """Whether a generator has a drop-mask head (a layer named ``drop_mask``)."""
+    return any(layer.name == MASK_LAYER for layer in generator.layers)
+
+
+def mask_model(generator):
+    """A model ``rainy -> (derained, mask)`` sharing the generator's weights.
+
+    Raises:
+        ValueError: the generator has no ``drop_mask`` layer.
+
+    Example:
+        >>> generator = restoration_generator(base_channels=4, depth=2)
+        >>> both = mask_model(generator)
+        >>> [tuple(output.shape) for output in both.outputs]
+        [(None, None, None, 3), (None, None, None, 1)]
+    """
+    if not has_mask(generator):
+        raise ValueError(f"generator {generator.name!r} has no '{MASK_LAYER}' layer (no mask head)")
+    return keras.Model(
+        generator.input, [generator.outputs[0], generator.get_layer(MASK_LAYER).output],
+        name=f"{generator.name}_with_mask",
+    )

@@ -1,0 +1,153 @@
+"""The mask-guided residual generator, its losses, mask supervision, and the restoration preset."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_derain import losses
+from keras_derain.data.pairs import difference_mask
+from keras_derain.gan import DerainGAN
+from keras_derain.models import (
+    has_mask,
+    mask_model,
+    pix2pix_discriminator,
+    pix2pix_generator,
+    required_multiple,
+    restoration_generator,
+)
+
+SIZE = 32
+
+
+def tiny_generator(seed=0):
+    keras.utils.set_random_seed(seed)
+    return restoration_generator(base_channels=4, depth=2)
+
+
+def test_identity_at_initialisation_on_any_size():
+    generator = tiny_generator()
+    for height, width in ((32, 32), (48, 80)):
+        rainy = np.random.default_rng(1).uniform(-1, 1, (2, height, width, 3)).astype("float32")
+        np.testing.assert_array_equal(generator(rainy).numpy(), rainy)
+    assert required_multiple(generator) == 8
+
+
+def test_no_transposed_convolution_and_a_named_mask():
+    generator = tiny_generator()
+    assert not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in generator.layers)
+    assert has_mask(generator) and not has_mask(pix2pix_generator(base_channels=4, depth=5))
+    both = mask_model(generator)
+    rainy = np.zeros((1, SIZE, SIZE, 3), "float32")
+    derained, mask = both(rainy)
+    assert derained.shape == (1, SIZE, SIZE, 3) and mask.shape == (1, SIZE, SIZE, 1)
+    assert 0.0 < float(tf.reduce_min(mask)) and float(tf.reduce_max(mask)) < 1.0
+    # The mask model shares the generator's weights.
+    generator.get_layer("mask_logits").bias.assign([5.0])
+    assert float(tf.reduce_min(both(rainy)[1])) > 0.99
+    with pytest.raises(ValueError, match="no 'drop_mask' layer"):
+        mask_model(pix2pix_generator(base_channels=4, depth=5))
+
+
+def test_gated_correction_changes_only_masked_pixels():
+    generator = tiny_generator()
+    generator.get_layer("correction").bias.assign([0.5, 0.5, 0.5])
+    generator.get_layer("mask_logits").bias.assign([-30.0])  # mask ~ 0 everywhere
+    rainy = np.full((1, SIZE, SIZE, 3), -0.2, "float32")
+    np.testing.assert_allclose(generator(rainy).numpy(), rainy, atol=1e-6)
+    generator.get_layer("mask_logits").bias.assign([30.0])  # mask ~ 1
+    np.testing.assert_allclose(generator(rainy).numpy(), rainy + 0.5, atol=1e-5)
+
+
+def test_losses_against_hand_computations():
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(-1, 1, (2, 16, 16, 3)).astype("float32")
+    generated = rng.uniform(-1, 1, (2, 16, 16, 3)).astype("float32")
+    difference = clean - generated
+    np.testing.assert_allclose(
+        losses.charbonnier(clean, generated), np.mean(np.sqrt(difference**2 + 1e-6)), rtol=1e-5
+    )
+    spectrum = lambda images: np.fft.rfft2(np.transpose(images, (0, 3, 1, 2))) / 16.0  # noqa: E731
+    expected_fft = np.mean(np.concatenate([np.abs((spectrum(clean) - spectrum(generated)).real),
+                                           np.abs((spectrum(clean) - spectrum(generated)).imag)], axis=-1))
+    np.testing.assert_allclose(losses.fft_l1(clean, generated), expected_fft, rtol=1e-4)
+    assert float(losses.ssim_loss(clean, clean)) == pytest.approx(0.0, abs=1e-5)
+    from skimage.metrics import structural_similarity
+
+    expected_ssim = np.mean([
+        structural_similarity((clean[i] + 1) / 2, (generated[i] + 1) / 2, data_range=1.0, channel_axis=-1)
+        for i in range(2)
+    ])
+    np.testing.assert_allclose(losses.ssim_loss(clean, generated), 1.0 - expected_ssim, atol=1e-3)
+    target = rng.uniform(0, 1, (2, 8, 8, 1)).astype("float32")
+    predicted = rng.uniform(0.05, 0.95, (2, 8, 8, 1)).astype("float32")
+    expected_bce = -np.mean(target * np.log(predicted) + (1 - target) * np.log(1 - predicted))
+    np.testing.assert_allclose(losses.mask_bce(target, predicted), expected_bce, rtol=1e-5)
+
+
+def test_contrastive_loss_is_lower_for_a_matching_pair_than_for_a_shuffled_one():
+    rng = np.random.default_rng(3)
+    clean = rng.normal(size=(2, 8, 8, 16)).astype("float32")
+    rainy = rng.normal(size=(2, 8, 8, 16)).astype("float32")
+    matching = losses.patch_nce(clean + 0.1 * rng.normal(size=clean.shape), clean, rainy, patches=32, seed=0)
+    shuffled_features = np.roll(clean.reshape(2, 64, 16), 17, axis=1).reshape(2, 8, 8, 16)
+    shuffled = losses.patch_nce(shuffled_features, clean, rainy, patches=32, seed=0)
+    like_rainy = losses.patch_nce(rainy, clean, rainy, patches=32, seed=0)
+    assert float(matching) < float(shuffled) and float(matching) < float(like_rainy)
+
+
+def test_difference_mask_of_real_pairs():
+    clean = np.zeros((1, 24, 24, 3), "float32")
+    rainy = clean.copy()
+    rainy[:, 6:18, 6:18] = 0.8  # a drop: 0.8 * 127.5 * 3 = 306 levels summed
+    rainy[:, 0, 0] = 0.05  # noise below AttentiveGAN's 35 levels
+    mask = difference_mask(tf.constant(rainy), tf.constant(clean)).numpy()
+    assert mask.shape == (1, 24, 24, 1)
+    assert mask[0, 12, 12, 0] == 1.0 and mask[0, 0, 0, 0] == 0.0 and mask[0, 22, 22, 0] == 0.0
+
+
+def drop_pairs(count=4, seed=0):
+    """Flat images with one bright square drop each, and its exact mask."""
+    rng = np.random.default_rng(seed)
+    clean = np.repeat(rng.uniform(-0.6, 0.0, (count, 1, 1, 3)), SIZE, 1).repeat(SIZE, 2).astype("float32")
+    rainy, mask = clean.copy(), np.zeros((count, SIZE, SIZE, 1), "float32")
+    for index in range(count):
+        top, left = rng.integers(2, SIZE - 14, 2)
+        rainy[index, top : top + 12, left : left + 12] = 0.9
+        mask[index, top : top + 12, left : left + 12] = 1.0
+    return rainy, clean, mask
+
+
+def test_mask_supervision_reaches_the_mask_head():
+    rainy, clean, mask = drop_pairs()
+    generator = tiny_generator()
+    keras.utils.set_random_seed(0)
+    gan = DerainGAN(generator, pix2pix_discriminator(base_channels=4, n_layers=2), seed=0)
+    gan.compile(keras.optimizers.Adam(3e-3), keras.optimizers.Adam(1e-4), adversarial_weight=0.0,
+                charbonnier_weight=1.0, mask_weight=1.0)
+    before = float(losses.mask_bce(mask, mask_model(generator)(rainy)[1]))
+    history = gan.fit(tf.data.Dataset.from_tensors((rainy, clean, mask)).repeat(), epochs=1,
+                      steps_per_epoch=150, verbose=0)
+    predicted = mask_model(generator)(rainy)[1].numpy()
+    after = float(losses.mask_bce(mask, predicted))
+    assert after < 0.5 * before, (before, after)
+    assert predicted[mask > 0].mean() > 0.7 and predicted[mask == 0].mean() < 0.3
+    assert "g_mask" in history.history
+
+
+def test_mask_term_is_skipped_without_masks_and_without_a_mask_head():
+    rainy, clean, _ = drop_pairs(count=2)
+    keras.utils.set_random_seed(0)
+    gan = DerainGAN(pix2pix_generator(base_channels=4, depth=5), pix2pix_discriminator(base_channels=4, n_layers=2))
+    gan.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3), mask_weight=1.0, ssim_weight=1.0,
+                fft_weight=1.0, nce_weight=0.1)
+    logs = gan.fit(tf.data.Dataset.from_tensors((rainy, clean)).repeat(), epochs=1, steps_per_epoch=2,
+                   verbose=0).history
+    assert logs["g_mask"] == [0.0] and logs["g_ssim"][0] > 0 and logs["g_nce"][0] > 0
+    rainy_input, candidate = keras.Input((None, None, 3)), keras.Input((None, None, 3))
+    logits = keras.layers.Conv2D(1, 4, strides=4)(keras.layers.Concatenate()([rainy_input, candidate]))
+    plain = DerainGAN(pix2pix_generator(base_channels=4, depth=5), keras.Model([rainy_input, candidate], logits))
+    with pytest.raises(ValueError, match="nce_weight"):
+        plain.compile(keras.optimizers.Adam(), keras.optimizers.Adam(), nce_weight=0.1)
+    with pytest.raises(ValueError, match="ssim_weight"):
+        gan.compile(keras.optimizers.Adam(), keras.optimizers.Adam(), ssim_weight=-1.0)
