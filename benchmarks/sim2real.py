@@ -47,6 +47,10 @@ def parse_args(argv=None):
     parser.add_argument("--clean", type=Path, default=SHARED / "clean", help="clean photos (nested folders)")
     parser.add_argument("--out", type=Path, default=RESULTS / "sim2real.md")
     parser.add_argument("--keep", type=Path, help="also save the trained generator here (.keras)")
+    parser.add_argument("--model", type=Path,
+                        help="score this generator (a --keep file) instead of training one; --train-seconds "
+                        "gives its training time")
+    parser.add_argument("--train-seconds", type=float, default=float("nan"))
     return parser.parse_args(argv)
 
 
@@ -141,14 +145,22 @@ def main(argv=None):
     if not paths:
         print(f"error: --clean {args.clean}: no photos", file=sys.stderr)
         return 2
-    generator, seconds, config = train_generator(paths, options, args.seed, args.steps)
+    if args.model:
+        import keras
+
+        generator, seconds = keras.saving.load_model(args.model), args.train_seconds
+    else:
+        generator, seconds, _ = train_generator(paths, options, args.seed, args.steps)
     row = {"label": args.label, "seed": args.seed, "steps": args.steps, "commit": commit(),
            "options": options, "train_seconds": seconds, "photos": len(paths), "machine": machine(),
            "date": time.strftime("%Y-%m-%d %H:%M")}
     with tempfile.TemporaryDirectory() as scratch:
         model_path = Path(args.keep) if args.keep else Path(scratch) / "generator.keras"
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-        generator.save(model_path)
+        if not args.model:
+            model_path.parent.mkdir(parents=True, exist_ok=True)
+            generator.save(model_path)
+        else:
+            model_path = args.model
         for real_set in SETS:
             row[real_set] = score(model_path, real_set)
     append_row(args.out, row)
