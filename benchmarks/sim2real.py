@@ -17,7 +17,11 @@ numbers to ``benchmarks/results/sim2real.jsonl``.
 Usage:
     python benchmarks/sim2real.py --label "v1 renderer" --seed 0
     python benchmarks/sim2real.py --label "v2" --options '{"dry_fraction": 0.1}'
+    python benchmarks/sim2real.py --label "v2, no lens batches" --lens-fraction 0
     python benchmarks/sim2real.py --steps 20 --out /tmp/smoke.md   # a smoke test
+
+With ``--options`` the lens-style batches are off unless ``--lens-fraction`` is given
+(as in ``synthetic_dataset``).
 """
 
 import argparse
@@ -44,6 +48,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=2000, help="training steps (the fixed budget: 2000)")
     parser.add_argument("--options", default="{}", help="RaindropOptions overrides, as JSON")
+    parser.add_argument("--lens-fraction", type=float,
+                        help="share of lens-style batches (default: synthetic_dataset's)")
     parser.add_argument("--clean", type=Path, default=SHARED / "clean", help="clean photos (nested folders)")
     parser.add_argument("--out", type=Path, default=RESULTS / "sim2real.md")
     parser.add_argument("--keep", type=Path, help="also save the trained generator here (.keras)")
@@ -60,7 +66,7 @@ def clean_photos(folder):
     return sorted(path for path in Path(folder).rglob("*") if path.suffix.lower() in suffixes)
 
 
-def train_generator(paths, options, seed, steps):
+def train_generator(paths, options, seed, steps, lens_fraction=None):
     import keras
 
     from keras_derain.data.synthetic import synthetic_dataset
@@ -71,7 +77,8 @@ def train_generator(paths, options, seed, steps):
     keras.utils.set_random_seed(seed)
     gan = build_gan(config)
     train = synthetic_dataset(
-        paths, crop_size=128, batch_size=8, seed=seed, raindrop_options=options or None
+        paths, crop_size=128, batch_size=8, seed=seed, raindrop_options=options or None,
+        lens_fraction=lens_fraction,
     )
     started = time.perf_counter()
     gan.fit(train, epochs=1, steps_per_epoch=steps, verbose=0)
@@ -150,9 +157,10 @@ def main(argv=None):
 
         generator, seconds = keras.saving.load_model(args.model), args.train_seconds
     else:
-        generator, seconds, _ = train_generator(paths, options, args.seed, args.steps)
+        generator, seconds, _ = train_generator(paths, options, args.seed, args.steps, args.lens_fraction)
     row = {"label": args.label, "seed": args.seed, "steps": args.steps, "commit": commit(),
-           "options": options, "train_seconds": seconds, "photos": len(paths), "machine": machine(),
+           "options": {**options, **({"lens_fraction": args.lens_fraction} if args.lens_fraction is not None else {})},
+           "train_seconds": seconds, "photos": len(paths), "machine": machine(),
            "date": time.strftime("%Y-%m-%d %H:%M")}
     with tempfile.TemporaryDirectory() as scratch:
         model_path = Path(args.keep) if args.keep else Path(scratch) / "generator.keras"
