@@ -416,16 +416,18 @@ def _drop_fields(batch, height, width, short_side, seeds, options):
     """Summed metaball fields, channel 0, and field-weighted drop parameters."""
     low, high = options.radius_range
     bounds = [low * (high / low) ** (band / _SIZE_BANDS) for band in range(_SIZE_BANDS + 1)]
+    # One focus per image, shared by its drops of every size band.
+    focus = tf.random.stateless_uniform([batch, 1, 1], tf.random.experimental.stateless_fold_in(seeds[0], 7))
     sums = 0.0
     for band, seed in enumerate(seeds):
         sums += _band_fields(
             batch, height, width, bounds[band] * short_side, bounds[band + 1] * short_side, seed, options,
-            short_side,
+            short_side, focus,
         )
     return sums
 
 
-def _band_fields(batch, height, width, radius_low, radius_high, seed, options, short_side):
+def _band_fields(batch, height, width, radius_low, radius_high, seed, options, short_side, focus):
     """One size band: a grid of candidate drops; each pixel sees its cell's 3x3 neighbours."""
     radius_low = tf.maximum(radius_low, 0.5)
     radius_high = tf.maximum(radius_high, radius_low)
@@ -452,7 +454,6 @@ def _band_fields(batch, height, width, radius_low, radius_high, seed, options, s
     # Defocus depends on the glass's distance, so it is mostly set per photo
     # (one focus per image: every drop sharp, or every drop blurred); each drop
     # then varies it by up to 40%.
-    focus = tf.random.stateless_uniform([batch, 1, 1], tf.random.experimental.stateless_fold_in(seed, 7))
     drop_blur = _lerp(options.blur_range, focus) * (0.6 + 0.4 * blur)
     # Inactive candidates are moved far away, so their field is 0 with no extra op.
     far = tf.where(active < active_probability, 0.0, 1e6)

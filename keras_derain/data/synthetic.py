@@ -165,7 +165,13 @@ def synthetic_dataset(
     options = _resolve_options(raindrop_options)
     paths = [str(path) for path in clean_image_paths(clean_source)]
 
-    photos = tf.data.Dataset.from_tensor_slices(paths).map(decode_rgb, num_parallel_calls=tf.data.AUTOTUNE)
+    def decode(path):
+        photo = decode_rgb(path)
+        # A small copy of the whole photo, made once (and cached with it, the
+        # photo as uint8): the drops refract a wide view of it.
+        return photo, tf.image.resize(tf.cast(photo, tf.float32) / 255.0, ENVIRONMENT_SIZE, method="area")
+
+    photos = tf.data.Dataset.from_tensor_slices(paths).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         photos = photos.cache()
     if shuffle:
@@ -173,11 +179,10 @@ def synthetic_dataset(
     if repeat:
         photos = photos.repeat()
 
-    def crop(photo, element_seed):
+    def crop(photos_and_environments, element_seed):
+        photo, environment = photos_and_environments
         photo = tf.cast(photo, tf.float32) / 255.0
         clean, window, flipped = random_crop_window(photo, crop_size, element_seed, resize_jitter=resize_jitter)
-        # A small copy of the whole photo: the drops refract a wide view of it.
-        environment = tf.image.resize(photo, ENVIRONMENT_SIZE, method="area")
         environment = tf.cond(flipped, lambda: tf.image.flip_left_right(environment), lambda: environment)
         return clean, environment, window, element_seed
 
