@@ -57,6 +57,11 @@ def parse_args(argv=None):
                         help="score this generator (a --keep file) instead of training one; --train-seconds "
                         "gives its training time")
     parser.add_argument("--train-seconds", type=float, default=float("nan"))
+    parser.add_argument("--arch", default="pix2pix", choices=("pix2pix", "restoration"),
+                        help="pix2pix: the fixed configuration that judges renderers; restoration: the "
+                        "mask-guided generator, for the generator ablation")
+    parser.add_argument("--config", default="{}",
+                        help="preset overrides as JSON (e.g. '{\"ssim_weight\": 0}'), for ablations")
     return parser.parse_args(argv)
 
 
@@ -66,19 +71,30 @@ def clean_photos(folder):
     return sorted(path for path in Path(folder).rglob("*") if path.suffix.lower() in suffixes)
 
 
-def train_generator(paths, options, seed, steps, lens_fraction=None):
+def train_config(arch="pix2pix", seed=0, overrides=None):
+    """The benchmark's fixed configuration: Pix2Pix + penalties at 32 channels, or the restoration preset."""
+    from keras_derain.presets import resolve
+
+    if arch == "pix2pix":
+        config = resolve("pix2pix", penalties=True, crop_size=128, base_channels=32, batch_size=8, seed=seed)
+    else:
+        config = resolve(arch, crop_size=128, batch_size=8, seed=seed)
+    config.update(overrides or {})
+    return resolve(config.pop("arch"), **config)
+
+
+def train_generator(paths, options, seed, steps, lens_fraction=None, config=None):
     import keras
 
     from keras_derain.data.synthetic import synthetic_dataset
-    from keras_derain.presets import resolve
-    from keras_derain.training import build_gan
+    from keras_derain.training import build_gan, wants_mask
 
-    config = resolve("pix2pix", penalties=True, crop_size=128, base_channels=32, batch_size=8, seed=seed)
+    config = config or train_config(seed=seed)
     keras.utils.set_random_seed(seed)
     gan = build_gan(config)
     train = synthetic_dataset(
         paths, crop_size=128, batch_size=8, seed=seed, raindrop_options=options or None,
-        lens_fraction=lens_fraction,
+        lens_fraction=lens_fraction, return_mask=wants_mask(config),
     )
     started = time.perf_counter()
     gan.fit(train, epochs=1, steps_per_epoch=steps, verbose=0)
@@ -157,8 +173,10 @@ def main(argv=None):
 
         generator, seconds = keras.saving.load_model(args.model), args.train_seconds
     else:
-        generator, seconds, _ = train_generator(paths, options, args.seed, args.steps, args.lens_fraction)
+        config = train_config(args.arch, args.seed, json.loads(args.config))
+        generator, seconds, _ = train_generator(paths, options, args.seed, args.steps, args.lens_fraction, config)
     row = {"label": args.label, "seed": args.seed, "steps": args.steps, "commit": commit(),
+           "arch": args.arch, "config": json.loads(args.config),
            "options": {**options, **({"lens_fraction": args.lens_fraction} if args.lens_fraction is not None else {})},
            "train_seconds": seconds, "photos": len(paths), "machine": machine(),
            "date": time.strftime("%Y-%m-%d %H:%M")}
