@@ -38,6 +38,7 @@ give ``tile_size`` larger than the photo to run it whole when memory allows.
 """
 
 import contextlib
+import functools
 import json
 import zipfile
 from pathlib import Path
@@ -74,18 +75,39 @@ def default_model_path():
     )
 
 
-def _load_keras(path):
+def builtin_models():
+    """``{name: path}`` of the generators shipped in ``keras_derain/weights/``.
+
+    A file's name up to its first dot names it (``lens.f16.npz`` is ``lens``);
+    the one `default_model_path` loads is ``default``.
+
+    Example:
+        >>> sorted(builtin_models())  # doctest: +SKIP
+        ['default', 'lens']
+    """
+    models = {}
+    for path in sorted(DEFAULT_WEIGHTS_DIR.iterdir()) if DEFAULT_WEIGHTS_DIR.is_dir() else []:
+        if path.suffix in (".keras", ".npz", ".onnx") or (path / "saved_model.pb").is_file():
+            name = path.name.split(".")[0]
+            if name != "generator" and name != "generator_savedmodel":
+                models.setdefault(name, path)
+    with contextlib.suppress(InferenceError):
+        models = {"default": default_model_path(), **models}
+    return models
+
+
+def _load_keras(path, output="derained"):
     import keras
 
     if not zipfile.is_zipfile(path):
         raise InferenceError(f"{path}: not a .keras file (a .keras file is a zip archive, this is not)")
-    return _keras_runner(keras.saving.load_model(str(path), compile=False), path)
+    return _keras_runner(keras.saving.load_model(str(path), compile=False), path, output)
 
 
-def _load_compact(path):
+def _load_compact(path, output="derained"):
     from keras_derain.compact import load_compact
 
-    return _keras_runner(load_compact(path), path)
+    return _keras_runner(load_compact(path), path, output)
 
 
 def _check_keras_shapes(model, path):
@@ -102,15 +124,20 @@ def _check_keras_shapes(model, path):
         raise InferenceError(f"{path}: returns shape {generated}, not an RGB photo (batch, height, width, 3)")
 
 
-def _keras_runner(generator, path):
+def _keras_runner(generator, path, output="derained"):
     import keras
     import tensorflow as tf
 
     from keras_derain.export import PaddedGenerator, metadata
     from keras_derain.models import float32_copy
+    from keras_derain.models.restoration import has_mask, mask_image_model
 
     _check_keras_shapes(generator, path)
     generator = float32_copy(generator)  # a mixed_float16 model computes in float32 here
+    if output == "mask":
+        if not has_mask(generator):
+            raise InferenceError(f"{path}: has no drop-mask head, so no mask to save (the restoration generator has one)")
+        generator = mask_image_model(generator)
     if len(generator.outputs) > 1:  # the derained photo first; a later output (a drop mask) is not used here
         generator = keras.Model(generator.inputs, generator.outputs[0])
     info = metadata(generator)
@@ -135,15 +162,78 @@ def _load_savedmodel(path):
     return (lambda rainy: signature(rainy=tf.constant(rainy))["derained"].numpy()), info
 
 
+def physical_cores():
+    """CPU cores without their hyper-threads (Linux's /proc/cpuinfo), else ``os.cpu_count()``."""
+    import os
+
+    cores = set()
+    with contextlib.suppress(OSError):
+        physical = None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "physical id":
+                physical = value.strip()
+            elif key.strip() == "core id":
+                cores.add((physical, value.strip()))
+    return len(cores) or os.cpu_count() or 1
+
+
+def onnx_session(path):
+    """An onnxruntime CPU session with the settings measured in benchmarks/results/inference.md.
+
+    All graph optimisations (``ORT_ENABLE_ALL``: fusions and the NCHWc
+    convolution layout), one intra-op thread per physical core (hyper-threads
+    share a core's vector units), and idle threads that sleep instead of
+    spinning for work (spinning steals the CPU from the rest of the process and
+    from other processes on a shared machine).
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = physical_cores()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def reflect_pad_array(rainy, multiple):
+    """Reflect-pad an NHWC or HWC array, centred, to the next multiple of ``multiple`` (numpy's reflect).
+
+    The padding `keras_derain.export.PaddedGenerator` does inside a graph, and
+    the one an ONNX file exported by `keras_derain.export` expects outside it.
+
+    Returns:
+        ``(padded, (top, left))``: the padded array and where the image starts in it.
+    """
+    height, width = rainy.shape[-3:-1]
+    pad_height, pad_width = (-height) % multiple, (-width) % multiple
+    top, left = pad_height // 2, pad_width // 2
+    pads = [(top, pad_height - top), (left, pad_width - left), (0, 0)]
+    pads = [(0, 0)] * (rainy.ndim - 3) + pads
+    return np.pad(rainy, pads, mode="reflect"), (top, left)
+
+
+def padded_outside(run, multiple):
+    """Wrap ``run`` (NHWC float32 batches of multiples) to take any size: reflect-pad, run, crop."""
+    if multiple <= 1:
+        return run
+
+    def run_any_size(rainy):
+        height, width = rainy.shape[1:3]
+        if height % multiple == 0 and width % multiple == 0:
+            return run(rainy)
+        padded, (top, left) = reflect_pad_array(rainy, multiple)
+        return run(padded)[:, top : top + height, left : left + width]
+
+    return run_any_size
+
+
 def _load_onnx(path):
     try:
-        import onnxruntime
+        import onnxruntime  # noqa: F401
     except ImportError:
         raise InferenceError(f"{path}: running ONNX needs onnxruntime: pip install 'keras-derain[onnx]'") from None
-    options = onnxruntime.SessionOptions()
-    # Idle threads that spin for work steal the CPU on a shared machine: 30% slower here.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(path)
     if len(session.get_inputs()) != 1:
         raise InferenceError(f"{path}: takes {len(session.get_inputs())} inputs, not a generator (one photo)")
     rainy = session.get_inputs()[0]
@@ -153,7 +243,13 @@ def _load_onnx(path):
     else:
         info = _info_from_shape(rainy.shape[1:3])
     output = session.get_outputs()[0].name
-    return (lambda batch: session.run([output], {rainy.name: batch})[0]), info
+
+    def run(batch):
+        return session.run([output], {rainy.name: batch})[0]
+
+    if json.loads(stored.get("padding", '"inside"')) == "outside" and not info["fixed_size"]:
+        run = padded_outside(run, int(info["required_multiple"]))  # files from export.py since issue #14
+    return run, info
 
 
 _INFO_KEYS = ("required_multiple", "fixed_size")
@@ -166,7 +262,10 @@ def _info_from_shape(size):
     return {"required_multiple": 1, "fixed_size": [height, width] if fixed else None}
 
 
-def load_runner(path):
+MASK_FORMATS = (".keras", ".npz")
+
+
+def load_runner(path, output="derained"):
     """``(run, info)`` for a model file: ``run`` maps float32 NHWC in [-1, 1] to the same.
 
     ``info["fixed_size"]`` is the generator's fixed ``(height, width)``, or
@@ -175,6 +274,10 @@ def load_runner(path):
 
     The model is run once on a blank photo: one whose output is not an RGB
     photo of the input's size is refused.
+
+    ``output="mask"`` runs the drop-mask head of a generator that has one
+    (`keras_derain.models.restoration.mask_image_model`): a grey RGB image,
+    -1 dry and 1 drop. Only ``.keras`` and ``.npz`` generators keep the head.
 
     Raises:
         InferenceError: missing path, unknown kind of file, a load failure, or
@@ -198,6 +301,12 @@ def load_runner(path):
             f"{path}: unknown model kind; use a .keras file, a SavedModel folder, an .onnx file "
             "or a compact .npz (keras_derain.compact)"
         )
+    if output not in ("derained", "mask"):
+        raise InferenceError(f"output must be 'derained' or 'mask', got {output!r}")
+    if output == "mask":
+        if path.suffix not in MASK_FORMATS:
+            raise InferenceError(f"{path}: a drop mask comes only from a .keras or .npz generator with a mask head")
+        loader = functools.partial(loader, output="mask")
     try:
         run, info = loader(path)
     except InferenceError:
@@ -364,6 +473,9 @@ class Derainer:
         max_pixels: image files with more pixels are refused from their
             header, before decoding (arrays are already in memory and are not
             checked).
+        output: ``"derained"``, or ``"mask"``: the drop mask that a
+            generator with a mask head (the restoration generator) predicts,
+            as a grey RGB photo (0 dry, 255 drop), tiled like a derained one.
 
     Example:
         >>> from keras_derain.inference import Derainer
@@ -373,7 +485,7 @@ class Derainer:
     """
 
     def __init__(self, path=None, *, tile_size=DEFAULT_TILE_SIZE, overlap=32, batch_size=1,
-                 max_pixels=DEFAULT_MAX_PIXELS):
+                 max_pixels=DEFAULT_MAX_PIXELS, output="derained"):
         if not isinstance(tile_size, int) or tile_size < 16:
             raise InferenceError(f"tile_size must be an integer of at least 16, got {tile_size!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -381,7 +493,7 @@ class Derainer:
         if not isinstance(max_pixels, int) or max_pixels < 4:
             raise InferenceError(f"max_pixels must be an integer of at least 4, got {max_pixels!r}")
         self.path = Path(path) if path is not None else default_model_path()
-        self._run, info = load_runner(self.path)
+        self._run, info = load_runner(self.path, output)
         self.fixed_size = tuple(info["fixed_size"]) if info["fixed_size"] else None
         self.multiple = int(info["required_multiple"])
         # Tiles of a multiple of the stride need no padding inside the graph.

@@ -31,6 +31,7 @@ from pathlib import Path
 from keras_derain.inference import DEFAULT_MAX_PIXELS, DEFAULT_TILE_SIZE
 
 SUFFIX = "_derained.png"
+MASK_SUFFIX = "_mask.png"
 
 
 def pixel_count(text):
@@ -67,6 +68,10 @@ def parse_args(argv=None):
                         help=f"tile side for large photos (default: {DEFAULT_TILE_SIZE})")
     parser.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default: 32)")
     parser.add_argument("--verbose", "-v", action="store_true", help="list the entries skipped in folders")
+    parser.add_argument("--save-mask", action="store_true",
+                        help=f"also write the predicted drop mask, NAME{MASK_SUFFIX} (white: drop), for a generator "
+                        "with a mask head (the restoration generator; .keras or .npz); it runs the mask head "
+                        "a second time")
     return parser.parse_args(argv)
 
 
@@ -135,8 +140,8 @@ def _walk(folder, root, out_dir, recursive, batch, visited):
             reason = "not a file or folder (a broken link?)"
         elif entry.suffix.lower() not in IMAGE_SUFFIXES:
             reason = f"not an image ({', '.join(IMAGE_SUFFIXES)})"
-        elif entry.name.endswith(SUFFIX):
-            reason = f"an output of this command (*{SUFFIX})"
+        elif entry.name.endswith((SUFFIX, MASK_SUFFIX)):
+            reason = f"an output of this command (*{SUFFIX} or *{MASK_SUFFIX})"
         if reason:
             batch.skipped.append((entry, reason))
         else:
@@ -148,8 +153,14 @@ def output_path(path, out_dir):
     return Path(out_dir) / f"{Path(path).stem}{SUFFIX}"
 
 
-def derain_file(derainer, path, destination):
-    """Derain ``path`` into ``destination``; None, or a one-line message naming ``path`` if it failed."""
+def mask_path(destination):
+    """``NAME_mask.png`` beside the derained output ``NAME_derained.png``."""
+    destination = Path(destination)
+    return destination.with_name(destination.name[: -len(SUFFIX)] + MASK_SUFFIX)
+
+
+def derain_file(derainer, path, destination, masker=None):
+    """Derain ``path`` into ``destination`` (and its mask, with ``masker``); None, or a one-line message naming ``path``."""
     from PIL import Image
 
     from keras_derain.atomic import atomic_output
@@ -157,27 +168,30 @@ def derain_file(derainer, path, destination):
 
     try:
         derained = derainer.derain(path)
+        mask = masker.derain(path)[..., 0] if masker is not None else None
     except Exception as error:  # whatever goes wrong (MemoryError, TensorFlow's, PIL's) is this photo's alone
         message = one_line(error)
         if isinstance(error, MemoryError):
             message += "; out of memory: a lower --max-pixels refuses such photos up front"
         return message if message.startswith(str(path)) else f"{path}: {message}"
-    try:
-        with atomic_output(destination) as temporary:
-            Image.fromarray(derained).save(temporary, format="PNG")
-    except Exception as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else one_line(error)
-        return f"{path}: cannot write {destination} ({reason})"
+    outputs = [(destination, derained)] + ([(mask_path(destination), mask)] if mask is not None else [])
+    for target, image in outputs:
+        try:
+            with atomic_output(target) as temporary:
+                Image.fromarray(image).save(temporary, format="PNG")
+        except Exception as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else one_line(error)
+            return f"{path}: cannot write {target} ({reason})"
     return None
 
 
-def derain_files(derainer, photos, progress=False):
+def derain_files(derainer, photos, progress=False, masker=None):
     """Derain each ``(path, destination)`` in turn; yield ``(path, message)``, message None if it worked."""
     import keras
 
     bar = keras.utils.Progbar(len(photos), unit_name="photo") if progress else None
     for index, (path, destination) in enumerate(photos, start=1):
-        yield path, derain_file(derainer, path, destination)
+        yield path, derain_file(derainer, path, destination, masker)
         if bar is not None:
             bar.update(index)
 
@@ -230,7 +244,9 @@ def run(args, finished):
     if not batch.photos:
         print("\n".join(skipped_lines + [f"failed: {message}" for _, message in batch.failures]), file=sys.stderr)
         return fail("no images to derain")
-    existing = [destination for _, destination in batch.photos if destination.exists()]
+    outputs = [destination for _, destination in batch.photos]
+    outputs += [mask_path(destination) for destination in outputs] if args.save_mask else []
+    existing = [output for output in outputs if output.exists()]
     if existing and not (args.overwrite or args.skip_existing):
         return fail(f"--out {args.out}: {len(existing)} output(s) already there (e.g. {existing[0]}); "
                     "pass --overwrite to replace them or --skip-existing to keep them")
@@ -240,13 +256,20 @@ def run(args, finished):
         return fail(out_error(args.out, error))
     for folder in {destination.parent for _, destination in batch.photos}:
         remove_stale_temporaries(folder)  # left by a run killed mid-write
-    todo = [photo for photo in batch.photos if not (args.skip_existing and photo[1].exists())]
+    def done(destination):
+        return destination.exists() and (not args.save_mask or mask_path(destination).exists())
+
+    todo = [photo for photo in batch.photos if not (args.skip_existing and done(photo[1]))]
     try:
         derainer = Derainer(args.model, tile_size=args.tile_size, overlap=args.overlap, max_pixels=args.max_pixels)
+        masker = None
+        if args.save_mask:
+            masker = Derainer(derainer.path, tile_size=args.tile_size, overlap=args.overlap,
+                              max_pixels=args.max_pixels, output="mask")
     except InferenceError as error:
-        return fail(str(error))
+        return fail(f"--save-mask: {error}" if args.save_mask and "mask" in str(error) else str(error))
     print(f"model: {derainer.path}; {len(todo)} photo(s) -> {args.out}")
-    for path, message in derain_files(derainer, todo, progress=sys.stdout.isatty()):
+    for path, message in derain_files(derainer, todo, progress=sys.stdout.isatty(), masker=masker):
         finished.append((path, message))
     failures = batch.failures + [(path, message) for path, message in finished if message]
     for _, message in failures:

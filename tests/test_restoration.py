@@ -151,3 +151,85 @@ def test_mask_term_is_skipped_without_masks_and_without_a_mask_head():
         plain.compile(keras.optimizers.Adam(), keras.optimizers.Adam(), nce_weight=0.1)
     with pytest.raises(ValueError, match="ssim_weight"):
         gan.compile(keras.optimizers.Adam(), keras.optimizers.Adam(), ssim_weight=-1.0)
+
+
+def perturbed_generator(seed=0):
+    """A tiny restoration generator with random (He-scaled) kernels: no longer the identity."""
+    generator = tiny_generator(seed)
+    rng = np.random.default_rng(seed)
+    for weight in generator.weights:
+        if weight.path.endswith("kernel"):
+            fan_in = np.prod(weight.shape[:-1])
+            weight.assign(rng.normal(0, 1 / np.sqrt(fan_in), weight.shape).astype("float32"))
+    return generator
+
+
+@pytest.fixture(scope="module")
+def perturbed_keras(tmp_path_factory):
+    path = tmp_path_factory.mktemp("restoration") / "restoration.keras"
+    perturbed_generator().save(path)
+    return path
+
+
+def test_tiles_match_the_whole_photo_away_from_seams(perturbed_keras):
+    from test_inference import as_float, seam_distance
+
+    from conftest import random_image
+    from keras_derain.export import reflect_pad_array
+    from keras_derain.inference import Derainer
+
+    photo = as_float(random_image(150, 230, seed=4))
+    whole = Derainer(perturbed_keras, tile_size=512).derain_float(photo)
+    tiled = Derainer(perturbed_keras, tile_size=96, overlap=16, batch_size=2).derain_float(photo)
+    assert tiled.shape == whole.shape == photo.shape
+    assert np.abs(whole - photo).mean() > 0.01  # the random network does change the photo
+    difference = np.abs(tiled - whole).max(axis=-1)
+    _, (top, left) = reflect_pad_array(photo, 8)
+    margin = 32  # beyond half the receptive field of a depth-2 restoration generator (about 44-56 px)
+    rows = seam_distance(150, 96, 16, 8, top, 150) >= margin
+    cols = seam_distance(230, 96, 16, 8, left, 230) >= margin
+    away = rows[:, None] & cols[None, :]
+    assert away.sum() > 100
+    assert difference[away].max() < 1e-4
+    assert difference.mean() < 0.01
+
+
+def test_predict_saves_the_mask_beside_the_photo(perturbed_keras, tmp_path, capsys):
+    from PIL import Image
+
+    from conftest import random_image
+    from keras_derain.data.images import read_rgb
+    from keras_derain.inference import Derainer
+    from keras_derain.predict import main
+
+    photo = random_image(40, 48, seed=2)  # a multiple of the stride: the model runs it unpadded
+    Image.fromarray(photo).save(tmp_path / "wet.png")
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "wet.png"), "--model", str(perturbed_keras), "--out", str(out), "--save-mask"]) == 0
+    saved = np.asarray(Image.open(out / "wet_mask.png"))
+    assert saved.shape == (40, 48) and saved.dtype == np.uint8
+    # The mask head's own output, as 0-255 grey.
+    mask = mask_model(keras.saving.load_model(perturbed_keras))(photo[None].astype("float32") / 127.5 - 1)[1]
+    expected = np.round(mask.numpy()[0, ..., 0] * 255)
+    assert np.abs(saved.astype(float) - expected).max() <= 1
+    assert saved.std() > 0  # not a constant image
+    np.testing.assert_array_equal(read_rgb(out / "wet_derained.png"), Derainer(perturbed_keras).derain(photo))
+    # A second run refuses to replace either output, and our mask is never an input.
+    assert main([str(tmp_path / "wet.png"), "--model", str(perturbed_keras), "--out", str(out), "--save-mask"]) == 2
+    assert main([str(out), "--model", str(perturbed_keras), "--out", str(tmp_path / "again")]) == 2
+    assert "no images to derain" in capsys.readouterr().err
+
+
+def test_save_mask_needs_a_mask_head(tmp_path, capsys):
+    from PIL import Image
+
+    from conftest import random_image
+    from keras_derain.predict import main
+
+    path = tmp_path / "pix2pix.keras"
+    pix2pix_generator(base_channels=4, depth=3).save(path)
+    Image.fromarray(random_image(20, 20)).save(tmp_path / "wet.png")
+    assert main([str(tmp_path / "wet.png"), "--model", str(path), "--out", str(tmp_path / "out"), "--save-mask"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--save-mask" in lines[0] and "no drop-mask head" in lines[0]
+    assert not (tmp_path / "out" / "wet_derained.png").exists()

@@ -141,3 +141,27 @@ def mask_model(generator):
         generator.input, [generator.outputs[0], generator.get_layer(MASK_LAYER).output],
         name=f"{generator.name}_with_mask",
     )
+
+
+def mask_image_model(generator):
+    """A model ``rainy -> drop mask as an RGB image in [-1, 1]`` (-1: dry, 1: drop), sharing the weights.
+
+    The mask, grey and three channels wide, keeps the photo-in, photo-out
+    contract, so `keras_derain.inference.Derainer` tiles and writes it like a
+    derained photo (``Derainer(path, output="mask")``, ``predict --save-mask``).
+    Only the mask head is computed, not the correction.
+
+    Raises:
+        ValueError: the generator has no ``drop_mask`` layer.
+
+    Example:
+        >>> generator = restoration_generator(base_channels=4, depth=2)
+        >>> tuple(mask_image_model(generator).outputs[0].shape)
+        (None, None, None, 3)
+    """
+    if not has_mask(generator):
+        raise ValueError(f"generator {generator.name!r} has no '{MASK_LAYER}' layer (no mask head)")
+    mask = generator.get_layer(MASK_LAYER).output
+    grey = keras.layers.Concatenate(name="mask_grey")([mask, mask, mask])
+    signed = keras.layers.Rescaling(2.0, offset=-1.0, name="mask_signed", dtype="float32")(grey)
+    return keras.Model(generator.inputs, signed, name=f"{generator.name}_mask")
