@@ -1,11 +1,13 @@
-"""Export a trained generator as a SavedModel, an ONNX file and a ``.keras`` copy, verified.
+"""Export a trained generator as a SavedModel, ONNX files and a ``.keras`` copy, verified.
 
-The exported graphs take images of any height and width: a Pix2Pix U-Net
-needs multiples of ``2 ** depth`` (`required_multiple`), so the graph
-reflect-pads the batch to the next multiple (centred), runs the generator and
-crops the result back (`PaddedGenerator`). The study's cGAN generator has a
-fixed input size; its exports keep that size, and `keras_derain.inference`
-tiles larger photos.
+The exported graphs take images of any height and width. A Pix2Pix U-Net
+needs multiples of ``2 ** depth`` (`required_multiple`): the SavedModel
+reflect-pads the batch to the next multiple (centred) inside the graph, runs
+the generator and crops the result back (`PaddedGenerator`); the ONNX files
+leave that padding to the caller (see below), so that their graph is
+convolutions and standard ops only (`keras_derain.onnx_graph`). The study's
+cGAN generator has a fixed input size; its exports keep that size, and
+`keras_derain.inference` tiles larger photos.
 
 Input contract:
 
@@ -13,8 +15,14 @@ Input contract:
   uint8 ``[N, H, W, 3]`` RGB; output ``derained``, uint8 ``[N, H, W, 3]``.
 - SavedModel, signature ``derain_float``: input ``rainy``, float32
   ``[N, H, W, 3]`` in [-1, 1]; output ``derained``, float32 in [-1, 1].
-- ONNX: input ``rainy``, float32 ``[batch, height, width, 3]`` in [-1, 1];
-  output ``derained``, float32 in [-1, 1] (the ``derain_float`` contract).
+- ONNX (``onnx``, float32, and ``onnx-int8``, int8 QDQ): input ``rainy``,
+  float32 ``[batch, height, width, 3]`` (NHWC, RGB) in [-1, 1]; output
+  ``derained``, the same shape, in [-1, 1]. Height and width must be multiples
+  of the ``required_multiple`` stored in the file's metadata (128 for the
+  shipped generator): reflect-pad the photo, centred (numpy's ``np.pad(...,
+  mode="reflect")``, OpenCV's ``BORDER_REFLECT_101``), run, and crop the same
+  margins off (`reflect_pad_array`). `keras_derain.inference.Derainer` does
+  this for you; the metadata key ``padding`` = ``"outside"`` marks such files.
 - ``.keras``: the generator itself; its input must already be a multiple
   (`keras_derain.inference.Derainer` pads it).
 
@@ -22,7 +30,11 @@ Every export is written beside its destination, reloaded and compared with
 the Keras generator on the same photos (two sizes that are not multiples,
 321x481 and 480x720), and moved into place only if it agrees within
 ``TOLERANCE``; otherwise nothing is replaced and `ExportError` says which
-format differed by how much.
+format differed by how much. The float ONNX file is also run in OpenCV's DNN
+module when OpenCV is installed, within ``OPENCV_TOLERANCE``. The int8 file
+cannot match to 1e-4: it is checked for PSNR against the Keras generator's
+output (``INT8_MIN_PSNR``); its quality on real photos is measured in
+``benchmarks/results/inference.md``.
 
 Example:
     >>> from keras_derain.export import export_generator
@@ -34,6 +46,7 @@ Example:
 import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import keras
@@ -42,10 +55,15 @@ import tensorflow as tf
 
 from keras_derain.atomic import atomic_output
 from keras_derain.data.images import read_rgb
+from keras_derain.inference import reflect_pad_array  # noqa: F401  (numpy twin of the graph's padding)
 from keras_derain.models import float32_copy, required_multiple
 
-FORMATS = ("savedmodel", "onnx", "keras")
+FORMATS = ("savedmodel", "onnx", "onnx-int8", "keras")
+# What "all" writes: int8 is opt-in (it calibrates, and its quality is a trade-off).
+ALL_FORMATS = ("savedmodel", "onnx", "keras")
 TOLERANCE = 1e-4  # largest absolute difference allowed, float32 in [-1, 1]
+OPENCV_TOLERANCE = 1e-3  # the float ONNX file in OpenCV's DNN module, which computes differently
+INT8_MIN_PSNR = 25.0  # dB between the int8 file's output and the Keras generator's ([-1, 1], range 2)
 NAME = "generator"
 # (height, width) of the verification photos: neither is a multiple of 32.
 VERIFY_SIZES = ((321, 481), (480, 720))
@@ -93,16 +111,6 @@ def reflect_pad_to_multiple(rainy, multiple):
         padded = tf.pad(padded, [[0, 0], step[0:2], step[2:4], [0, 0]], mode="REFLECT")
         remaining = [pad - taken for pad, taken in zip(remaining, step)]
     return padded, (top, left)
-
-
-def reflect_pad_array(rainy, multiple):
-    """numpy twin of `reflect_pad_to_multiple` for an NHWC or HWC array: the same pixels."""
-    height, width = rainy.shape[-3:-1]
-    pad_height, pad_width = (-height) % multiple, (-width) % multiple
-    top, left = pad_height // 2, pad_width // 2
-    pads = [(top, pad_height - top), (left, pad_width - left), (0, 0)]
-    pads = [(0, 0)] * (rainy.ndim - 3) + pads
-    return np.pad(rainy, pads, mode="reflect"), (top, left)
 
 
 class PaddedGenerator(keras.Model):
@@ -180,32 +188,53 @@ def export_savedmodel(generator, path):
     (Path(path) / "assets.extra" / "keras_derain.json").write_text(json.dumps(metadata(generator)) + "\n")
 
 
-def export_onnx(generator, path, opset=None):
-    """Write an ONNX file: ``rainy`` float32 [batch, height, width, 3] -> ``derained``.
+def _single_output(generator):
+    """The generator with its first output only (a restoration generator's drop mask is not exported)."""
+    if len(generator.outputs) == 1:
+        return generator
+    return keras.Model(generator.inputs, generator.outputs[0], name=generator.name)
 
-    Uses Keras' own ``model.export(format="onnx")`` (tf2onnx underneath), then
-    names the dynamic axes and the output.
+
+def _onnx_error(error, opset, format_name="onnx"):
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return ExportError(f"--format {format_name}: the conversion failed (opset {opset or 'default'}): {first_line}")
+
+
+def export_onnx(generator, path, opset=None):
+    """Write a clean ONNX file: ``rainy`` float32 [batch, height, width, 3] -> ``derained``.
+
+    Keras' own ``model.export(format="onnx")`` (tf2onnx underneath) converts
+    `keras_derain.onnx_graph.export_twin` of the generator (the same function
+    in layers tf2onnx spells plainly); `keras_derain.onnx_graph.simplify` then
+    turns what is left of run-time size arithmetic into standard ops. Height
+    and width must be multiples of ``required_multiple`` (metadata), padded by
+    the caller (see the module doc).
+
+    Returns:
+        ``{op type: count}`` of the written graph.
     """
     try:
         import onnx
         import onnxruntime  # noqa: F401  (the export is verified with it)
+
+        from keras_derain.onnx_graph import export_twin, op_histogram, simplify
     except ImportError as error:
         raise ExportError(f"ONNX export needs tf2onnx, onnx and onnxruntime: pip install 'keras-derain[onnx]' ({error})") from None
-    model = serving_model(generator)
+    generator = _single_output(generator)
+    twin = export_twin(generator)
     try:
-        model.export(
+        twin.export(
             str(path),
             format="onnx",
             input_signature=[_input_spec(generator, tf.float32)],
             opset_version=opset,
             verbose=False,
         )
+        graph_model, _ = simplify(onnx.load(str(path)), twin)
     except ImportError as error:
         raise ExportError(f"ONNX export needs tf2onnx: pip install 'keras-derain[onnx]' ({error})") from None
     except Exception as error:  # tf2onnx raises many types, e.g. for an opset it cannot target
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ExportError(f"--format onnx: the conversion failed (opset {opset or 'default'}): {first_line}") from None
-    graph_model = onnx.load(str(path))
+        raise _onnx_error(error, opset) from None
     graph = graph_model.graph
     old_output = graph.output[0].name
     for node in graph.node:
@@ -215,8 +244,84 @@ def export_onnx(generator, path, opset=None):
         for dim, axis in zip(value.type.tensor_type.shape.dim, ("batch", "height", "width")):
             if not dim.HasField("dim_value"):
                 dim.dim_param = axis
-    onnx.helper.set_model_props(graph_model, {key: json.dumps(value) for key, value in metadata(generator).items()})
+    properties = {key: json.dumps(value) for key, value in metadata(generator).items()}
+    properties["padding"] = json.dumps("outside")
+    onnx.helper.set_model_props(graph_model, properties)
     onnx.save(graph_model, str(path))
+    return op_histogram(graph_model)
+
+
+# int8 calibration: crops of the built-in photos, a multiple of every Pix2Pix stride up to 128.
+CALIBRATION_SIZE = (256, 384)
+CALIBRATION_COUNT = None  # photos used; None: all of them
+
+
+def calibration_photos(generator, count=None, seed=0):
+    """Float32 [1, H, W, 3] batches in [-1, 1]: the built-in photos with rendered raindrops.
+
+    What int8 quantisation calibrates on: real scenes with the drops the
+    generator was trained to remove (`keras_derain.data.raindrops`, drops
+    sized for a 480-pixel short side as on Raindrop's frames), cut centred to
+    ``CALIBRATION_SIZE`` (to the generator's size if it is fixed).
+    """
+    from keras_derain.data.raindrops import render_raindrops
+
+    paths = sorted(_BUILTIN.glob("*.jpg"))[: count or CALIBRATION_COUNT]
+    height, width = fixed_size(generator) or CALIBRATION_SIZE
+    photos = []
+    for index, path in enumerate(paths):
+        clean = read_rgb(path).astype(np.float32) / 255.0
+        clean = np.pad(clean, [(0, max(0, height - clean.shape[0])), (0, max(0, width - clean.shape[1])), (0, 0)],
+                       mode="reflect")
+        top, left = (clean.shape[0] - height) // 2, (clean.shape[1] - width) // 2
+        clean = clean[top : top + height, left : left + width]
+        rainy = keras.ops.convert_to_numpy(render_raindrops(clean, seed=seed + index, reference_side=480))
+        photos.append(rainy[None].astype(np.float32) * 2.0 - 1.0)
+    return photos
+
+
+def export_onnx_int8(generator, path, opset=None, float_path=None):
+    """Write an int8 ONNX file (static QDQ quantisation, onnxruntime.quantization), same contract as ONNX.
+
+    The float file of `export_onnx` is quantised with per-channel int8
+    weights and uint8 activations whose ranges are calibrated (min-max) on
+    `calibration_photos`. Verified against the Keras generator by PSNR only.
+    ``float_path``: an already written float file to quantise (else one is written).
+    """
+    try:
+        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                              quantize_static)
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as error:
+        raise ExportError(f"int8 export needs onnxruntime: pip install 'keras-derain[onnx]' ({error})") from None
+
+    class Photos(CalibrationDataReader):
+        def __init__(self, batches):
+            self.batches = iter(batches)
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"rainy": batch}
+
+    with tempfile.TemporaryDirectory(dir=Path(path).parent) as folder:
+        prepared = Path(folder) / "prepared.onnx"
+        if float_path is None:
+            float_path = Path(folder) / "float.onnx"
+            export_onnx(generator, float_path, opset)
+        try:
+            quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+            quantize_static(
+                str(prepared), str(path), Photos(calibration_photos(generator)),
+                quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+        except Exception as error:  # the quantiser raises many types
+            raise _onnx_error(error, opset, "onnx-int8") from None
+    # The quantiser keeps the model's metadata (required_multiple, padding).
+    from keras_derain.onnx_graph import op_histogram
+
+    return op_histogram(str(path))
 
 
 def export_keras(generator, path):
@@ -267,10 +372,31 @@ def _run_savedmodel(path):
 
 
 def _run_onnx(path):
-    import onnxruntime
+    from keras_derain.inference import _load_onnx
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda rainy: session.run(["derained"], {"rainy": rainy})[0]
+    return _load_onnx(path)[0]  # the session Derainer uses, padding outside the graph as it does
+
+
+def _run_opencv(path):
+    """OpenCV's DNN module on the ONNX file, padded outside the graph like onnxruntime."""
+    import cv2
+
+    from keras_derain.inference import padded_outside
+
+    net = cv2.dnn.readNetFromONNX(str(path))
+    multiple = json.loads(_onnx_properties(path).get("required_multiple", "1"))
+
+    def run(rainy):
+        net.setInput(np.ascontiguousarray(rainy))
+        return np.asarray(net.forward())
+
+    return padded_outside(run, multiple)
+
+
+def _onnx_properties(path):
+    import onnx
+
+    return {prop.key: prop.value for prop in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 def _run_keras(path):
@@ -278,70 +404,112 @@ def _run_keras(path):
     return lambda rainy: reference_output(reloaded, rainy)
 
 
+def _psnr(generated, reference):
+    """PSNR in dB of float images in [-1, 1] (data range 2)."""
+    mse = float(np.mean((generated.astype(np.float64) - reference) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(4.0 / mse))
+
+
+def _opencv_available():
+    try:
+        import cv2
+
+        return hasattr(cv2, "dnn")
+    except ImportError:
+        return False
+
+
 def verify(generator, paths, log=print):
-    """Compare written exports with the Keras generator; return the largest differences.
+    """Compare written exports with the Keras generator; return what each check measured.
 
     Args:
         generator: the Keras generator.
         paths: ``{format: path}`` of written exports.
-        log: where to print one line per format.
+        log: where to print one line per check.
 
     Returns:
-        ``{format: largest absolute difference}``, float32 in [-1, 1].
+        ``{format: {"max_abs_diff": float, ...}}``, float32 in [-1, 1]; the
+        float ONNX also has ``"opencv_max_abs_diff"`` (None without OpenCV),
+        the int8 ONNX ``"psnr"`` (dB against the Keras generator's output).
 
     Raises:
-        ExportError: a format differs by more than ``TOLERANCE``, or the
-            SavedModel's uint8 signature by more than one level.
+        ExportError: a format differs by more than ``TOLERANCE`` (the float
+            ONNX in OpenCV by more than ``OPENCV_TOLERANCE``, the int8 ONNX
+            below ``INT8_MIN_PSNR``), or the SavedModel's uint8 signature by
+            more than one level.
     """
     photos = verification_photos(generator)
     references = [reference_output(generator, rainy) for rainy in photos]
-    loaders = {"savedmodel": _run_savedmodel, "onnx": _run_onnx, "keras": _run_keras}
-    differences, failures = {}, []
-    for format_name, path in paths.items():
-        largest, largest_uint8 = 0.0, 0
-        load = loaders[format_name]
+    sizes = ", ".join(f"{rainy.shape[1]}x{rainy.shape[2]}" for rainy in photos)
+    checks = [(name, name, globals()[_LOADERS[name]]) for name in paths]
+    if "onnx" in paths and _opencv_available():
+        checks.append(("onnx", "onnx in OpenCV DNN", _run_opencv))
+    results, failures = {name: {} for name in paths}, []
+    for format_name, label, load in checks:
+        path = paths[format_name]
+        largest, largest_uint8, psnrs = 0.0, 0, []
         try:
             run = load(path)
             outputs = [run(rainy) for rainy in photos]
         except Exception as error:  # a converter can write a file its runtime rejects
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             first_line = first_line.replace(str(path), "the exported file")  # a temporary, already removed
-            failures.append(f"--format {format_name}: the export cannot be run ({first_line})")
+            failures.append(f"--format {format_name}: the export cannot be run{' in OpenCV' * (label != format_name)} "
+                            f"({first_line})")
             continue
-        for rainy, reference, generated in zip(photos, references, outputs):
+        for reference, generated in zip(references, outputs):
             if format_name == "savedmodel":
                 generated, generated_uint8 = generated
                 # The uint8 signature rounds: one level apart at most.
                 step = np.abs(generated_uint8.astype(int) - to_uint8(reference).astype(int)).max()
                 largest_uint8 = max(largest_uint8, int(step))
             if generated.shape != reference.shape:
-                raise ExportError(f"{format_name}: output shape {generated.shape}, expected {reference.shape}")
+                raise ExportError(f"{label}: output shape {generated.shape}, expected {reference.shape}")
             largest = max(largest, float(np.abs(generated - reference).max()))
-        differences[format_name] = largest
-        sizes = ", ".join(f"{rainy.shape[1]}x{rainy.shape[2]}" for rainy in photos)
+            psnrs.append(_psnr(generated, reference))
+        if label != format_name:
+            results[format_name]["opencv_max_abs_diff"] = largest
+            tolerance = OPENCV_TOLERANCE
+        else:
+            results[format_name]["max_abs_diff"] = largest
+            tolerance = TOLERANCE
         extra = f"; uint8 signature within {largest_uint8} level(s)" if format_name == "savedmodel" else ""
-        log(f"verify {format_name:<10} max |difference| {largest:.2e} on {sizes}{extra}")
-        if largest > TOLERANCE or largest_uint8 > 1:
-            failures.append(f"{format_name} differs from the Keras generator by {largest:.2e} (tolerance {TOLERANCE:g})")
+        if format_name == "onnx-int8":
+            results[format_name]["psnr"] = min(psnrs)
+            log(f"verify {label:<10} PSNR {min(psnrs):.1f} dB against Keras (max |difference| {largest:.2e}) on {sizes}")
+            if min(psnrs) < INT8_MIN_PSNR:
+                failures.append(f"onnx-int8 is {min(psnrs):.1f} dB from the Keras generator (at least {INT8_MIN_PSNR:g})")
+            continue
+        log(f"verify {label:<10} max |difference| {largest:.2e} on {sizes}{extra}")
+        if largest > tolerance or largest_uint8 > 1:
+            failures.append(f"{label} differs from the Keras generator by {largest:.2e} (tolerance {tolerance:g})")
+    if "onnx" in results:
+        results["onnx"].setdefault("opencv_max_abs_diff", None)
     if failures:
         raise ExportError("; ".join(failures) + "; nothing was replaced")
-    return differences
+    return results
+
+
+# By name, so that a test can replace one runtime.
+_LOADERS = {"savedmodel": "_run_savedmodel", "onnx": "_run_onnx", "onnx-int8": "_run_onnx", "keras": "_run_keras"}
 
 
 def check_formats(formats):
     """``"all"``, one name or a list of names -> a tuple of known formats, or ExportError."""
     if isinstance(formats, str):
-        formats = FORMATS if formats == "all" else (formats,)
+        formats = ALL_FORMATS if formats == "all" else (formats,)
     unknown = [name for name in formats if name not in FORMATS]
     if unknown:
-        raise ExportError(f"--format {unknown[0]!r} is unknown; choose one of: {', '.join(FORMATS)}, all")
+        raise ExportError(f"--format {unknown[0]!r} is unknown; choose one of: {', '.join(FORMATS)}, "
+                          f"all ({', '.join(ALL_FORMATS)})")
     return tuple(formats)
 
 
 def output_paths(out_dir, formats, name=NAME):
-    """Where each format goes: ``NAME_savedmodel/``, ``NAME.onnx``, ``NAME.keras`` in ``out_dir``."""
+    """Where each format goes in ``out_dir``: ``NAME_savedmodel/``, ``NAME.onnx``, ``NAME.int8.onnx``, ``NAME.keras``."""
     out_dir = Path(out_dir)
-    names = {"savedmodel": f"{name}_savedmodel", "onnx": f"{name}.onnx", "keras": f"{name}.keras"}
+    names = {"savedmodel": f"{name}_savedmodel", "onnx": f"{name}.onnx", "onnx-int8": f"{name}.int8.onnx",
+             "keras": f"{name}.keras"}
     return {format_name: out_dir / names[format_name] for format_name in formats}
 
 
@@ -357,30 +525,55 @@ def check_out_dir(out_dir):
         raise ExportError(f"--out {out_dir}: not a writable folder ({error.strerror or error})") from None
 
 
+def _model_choices():
+    from keras_derain.inference import builtin_models
+
+    names = ", ".join(builtin_models()) or "none shipped"
+    return f"pass --model NAME (built in: {names}), a .keras or a compact .npz generator"
+
+
 def newest_run_model(runs_dir="runs"):
     """``best.keras`` of the newest run in ``runs_dir`` (newest ``config.json``)."""
     runs_dir = Path(runs_dir)
     configs = list(runs_dir.glob("*/config.json"))
     if not configs:
-        raise ExportError(f"{runs_dir}: no training runs (no {runs_dir}/*/config.json); train one or pass --model")
+        raise ExportError(f"{runs_dir}: no training runs (no {runs_dir}/*/config.json); {_model_choices()}")
     newest = max(configs, key=lambda path: path.stat().st_mtime).parent
     best = newest / "best.keras"
     if not best.is_file():
-        raise ExportError(f"{newest}: the newest run has no best.keras yet; pass --model")
+        raise ExportError(f"{newest}: the newest run has no best.keras yet; {_model_choices()}")
     return best
 
 
+def resolve_model(model):
+    """A built-in generator's name (``default``, ...) -> its file; a path is returned as it is."""
+    from keras_derain.inference import builtin_models
+
+    builtin = builtin_models()
+    if isinstance(model, str) and model in builtin:
+        return builtin[model]
+    path = Path(model)
+    if not path.exists() and path.suffix not in (".keras", ".npz") and len(path.parts) == 1:
+        raise ExportError(f"--model {model}: neither a built-in generator nor a file; {_model_choices()}")
+    return path
+
+
 def load_generator(path):
-    """Load a ``.keras`` generator, or raise ExportError naming the file."""
-    path = Path(path)
+    """Load a generator: a built-in name, a ``.keras`` file or a compact ``.npz``; ExportError names the file."""
+    path = resolve_model(path)
     if not path.is_file():
         raise ExportError(f"--model {path}: no such file")
-    if path.suffix != ".keras":
-        raise ExportError(f"--model {path}: expected a .keras generator (what train.py writes)")
+    if path.suffix not in (".keras", ".npz"):
+        raise ExportError(f"--model {path}: expected a .keras or a compact .npz generator; {_model_choices()}")
     try:
-        model = keras.saving.load_model(str(path), compile=False)
-    except Exception as error:  # Keras raises many types for a bad archive
-        raise ExportError(f"--model {path}: cannot be loaded as a Keras model ({error})") from None
+        if path.suffix == ".npz":
+            from keras_derain.compact import load_compact
+
+            model = load_compact(path)
+        else:
+            model = keras.saving.load_model(str(path), compile=False)
+    except Exception as error:  # Keras and numpy raise many types for a bad archive
+        raise ExportError(f"--model {path}: cannot be loaded as a Keras generator ({error})") from None
     return float32_copy(model)  # a mixed_float16 generator is exported computing in float32
 
 
@@ -388,27 +581,28 @@ def export_generator(model_path, out_dir, formats="all", *, opset=None, name=NAM
     """Export ``model_path`` to ``out_dir`` in ``formats``, verified, replacing nothing on failure.
 
     All formats are written to temporary paths beside their destinations and
-    verified together; only if every one agrees within ``TOLERANCE`` are they
-    moved into place, so an earlier good export is never overwritten by a
-    broken one.
+    verified together; only if every one passes are they moved into place, so
+    an earlier good export is never overwritten by a broken one.
 
     Args:
-        model_path: a ``.keras`` generator (e.g. ``runs/NAME/best.keras``).
+        model_path: a built-in generator's name (``"default"``), a ``.keras``
+            generator (e.g. ``runs/NAME/best.keras``) or a compact ``.npz``.
         out_dir: the folder to write into (created if missing).
-        formats: "all", one of ``FORMATS``, or a list of them.
+        formats: "all" (``ALL_FORMATS``), one of ``FORMATS``, or a list of them.
         opset: ONNX opset (None: tf2onnx's default).
         name: file name stem of the exports.
         log: where progress lines go.
 
     Returns:
-        ``{format: {"path": Path, "max_abs_diff": float}}``.
+        ``{format: {"path": Path, "max_abs_diff": float, ...}}`` (see `verify`;
+        ONNX formats also give ``"ops"``, their op histogram).
 
     Raises:
         ExportError: missing or unloadable model, unknown format, unwritable
-            folder, or an export that does not match.
+            folder, or an export that does not pass its check.
 
     Example:
-        >>> report = export_generator("runs/demo/best.keras", "exported", "onnx")  # doctest: +SKIP
+        >>> report = export_generator("default", "exported", "onnx")  # doctest: +SKIP
     """
     formats = check_formats(formats)
     generator = load_generator(model_path)
@@ -416,21 +610,26 @@ def export_generator(model_path, out_dir, formats="all", *, opset=None, name=NAM
     writers = {
         "savedmodel": export_savedmodel,
         "onnx": lambda model, path: export_onnx(model, path, opset),
+        # Quantises the float file when both are written.
+        "onnx-int8": lambda model, path: export_onnx_int8(model, path, opset, temporary.get("onnx")),
         "keras": export_keras,
     }
     destinations = output_paths(out_dir, formats, name)
+    ops = {}
     with contextlib.ExitStack() as stack:
         temporary = {}
         for format_name, destination in destinations.items():
             temporary[format_name] = stack.enter_context(atomic_output(destination))
             log(f"writing {format_name} -> {destination}")
-            writers[format_name](generator, temporary[format_name])
-        differences = verify(generator, temporary, log)
+            ops[format_name] = writers[format_name](generator, temporary[format_name])
+        results = verify(generator, temporary, log)
     # Leaving the stack moved every temporary onto its destination.
-    return {
-        format_name: {"path": destinations[format_name], "max_abs_diff": differences[format_name]}
-        for format_name in formats
-    }
+    report = {}
+    for format_name in formats:
+        report[format_name] = {"path": destinations[format_name], **results[format_name]}
+        if format_name.startswith("onnx"):
+            report[format_name]["ops"] = ops[format_name]
+    return report
 
 
 __all__ = [
@@ -441,4 +640,5 @@ __all__ = [
     "TOLERANCE",
     "newest_run_model",
     "reflect_pad_to_multiple",
+    "resolve_model",
 ]

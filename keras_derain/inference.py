@@ -38,7 +38,6 @@ give ``tile_size`` larger than the photo to run it whole when memory allows.
 """
 
 import contextlib
-import functools
 import json
 import zipfile
 from pathlib import Path
@@ -96,18 +95,18 @@ def builtin_models():
     return models
 
 
-def _load_keras(path, output="derained"):
+def _load_keras(path):
     import keras
 
     if not zipfile.is_zipfile(path):
         raise InferenceError(f"{path}: not a .keras file (a .keras file is a zip archive, this is not)")
-    return _keras_runner(keras.saving.load_model(str(path), compile=False), path, output)
+    return _keras_runner(keras.saving.load_model(str(path), compile=False), path)
 
 
-def _load_compact(path, output="derained"):
+def _load_compact(path):
     from keras_derain.compact import load_compact
 
-    return _keras_runner(load_compact(path), path, output)
+    return _keras_runner(load_compact(path), path)
 
 
 def _check_keras_shapes(model, path):
@@ -124,20 +123,15 @@ def _check_keras_shapes(model, path):
         raise InferenceError(f"{path}: returns shape {generated}, not an RGB photo (batch, height, width, 3)")
 
 
-def _keras_runner(generator, path, output="derained"):
+def _keras_runner(generator, path):
     import keras
     import tensorflow as tf
 
     from keras_derain.export import PaddedGenerator, metadata
     from keras_derain.models import float32_copy
-    from keras_derain.models.restoration import has_mask, mask_image_model
 
     _check_keras_shapes(generator, path)
     generator = float32_copy(generator)  # a mixed_float16 model computes in float32 here
-    if output == "mask":
-        if not has_mask(generator):
-            raise InferenceError(f"{path}: has no drop-mask head, so no mask to save (the restoration generator has one)")
-        generator = mask_image_model(generator)
     if len(generator.outputs) > 1:  # the derained photo first; a later output (a drop mask) is not used here
         generator = keras.Model(generator.inputs, generator.outputs[0])
     info = metadata(generator)
@@ -262,10 +256,7 @@ def _info_from_shape(size):
     return {"required_multiple": 1, "fixed_size": [height, width] if fixed else None}
 
 
-MASK_FORMATS = (".keras", ".npz")
-
-
-def load_runner(path, output="derained"):
+def load_runner(path):
     """``(run, info)`` for a model file: ``run`` maps float32 NHWC in [-1, 1] to the same.
 
     ``info["fixed_size"]`` is the generator's fixed ``(height, width)``, or
@@ -274,10 +265,6 @@ def load_runner(path, output="derained"):
 
     The model is run once on a blank photo: one whose output is not an RGB
     photo of the input's size is refused.
-
-    ``output="mask"`` runs the drop-mask head of a generator that has one
-    (`keras_derain.models.restoration.mask_image_model`): a grey RGB image,
-    -1 dry and 1 drop. Only ``.keras`` and ``.npz`` generators keep the head.
 
     Raises:
         InferenceError: missing path, unknown kind of file, a load failure, or
@@ -301,12 +288,6 @@ def load_runner(path, output="derained"):
             f"{path}: unknown model kind; use a .keras file, a SavedModel folder, an .onnx file "
             "or a compact .npz (keras_derain.compact)"
         )
-    if output not in ("derained", "mask"):
-        raise InferenceError(f"output must be 'derained' or 'mask', got {output!r}")
-    if output == "mask":
-        if path.suffix not in MASK_FORMATS:
-            raise InferenceError(f"{path}: a drop mask comes only from a .keras or .npz generator with a mask head")
-        loader = functools.partial(loader, output="mask")
     try:
         run, info = loader(path)
     except InferenceError:
@@ -473,9 +454,6 @@ class Derainer:
         max_pixels: image files with more pixels are refused from their
             header, before decoding (arrays are already in memory and are not
             checked).
-        output: ``"derained"``, or ``"mask"``: the drop mask that a
-            generator with a mask head (the restoration generator) predicts,
-            as a grey RGB photo (0 dry, 255 drop), tiled like a derained one.
 
     Example:
         >>> from keras_derain.inference import Derainer
@@ -485,7 +463,7 @@ class Derainer:
     """
 
     def __init__(self, path=None, *, tile_size=DEFAULT_TILE_SIZE, overlap=32, batch_size=1,
-                 max_pixels=DEFAULT_MAX_PIXELS, output="derained"):
+                 max_pixels=DEFAULT_MAX_PIXELS):
         if not isinstance(tile_size, int) or tile_size < 16:
             raise InferenceError(f"tile_size must be an integer of at least 16, got {tile_size!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -493,7 +471,7 @@ class Derainer:
         if not isinstance(max_pixels, int) or max_pixels < 4:
             raise InferenceError(f"max_pixels must be an integer of at least 4, got {max_pixels!r}")
         self.path = Path(path) if path is not None else default_model_path()
-        self._run, info = load_runner(self.path, output)
+        self._run, info = load_runner(self.path)
         self.fixed_size = tuple(info["fixed_size"]) if info["fixed_size"] else None
         self.multiple = int(info["required_multiple"])
         # Tiles of a multiple of the stride need no padding inside the graph.

@@ -1,0 +1,105 @@
+"""ONNX exports: a clean graph, OpenCV DNN parity, the int8 file, built-in model names."""
+
+import numpy as np
+import pytest
+
+from conftest import random_image
+from test_export import export_cli
+from test_inference import tiny_generator
+
+import keras_derain.export as export
+import keras_derain.inference as inference
+from keras_derain.data.images import read_rgb
+from keras_derain.export import ExportError, export_generator, reference_output, resolve_model
+from keras_derain.inference import Derainer, reflect_pad_array
+from keras_derain.onnx_graph import op_histogram
+
+quiet = {"log": lambda line: None}
+
+
+@pytest.fixture(scope="module")
+def pix2pix(tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx")
+    generator = tiny_generator(norm="instance", seed=3)
+    generator.save(root / "tiny.keras")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export, "CALIBRATION_COUNT", 3)  # rendering drops is the slow part
+        report = export_generator(root / "tiny.keras", root / "out", ["onnx", "onnx-int8"], **quiet)
+    return generator, report
+
+
+def as_float(photo):
+    return photo[None].astype(np.float32) / 127.5 - 1
+
+
+def test_graph_is_standard_ops(pix2pix):
+    generator, report = pix2pix
+    ops = op_histogram(report["onnx"]["path"])
+    norms = sum(type(layer).__name__ == "GroupNormalization" for layer in generator.layers)
+    assert ops["InstanceNormalization"] == norms
+    assert ops["Transpose"] == 2  # NHWC in and out, none between convolutions
+    assert not set(ops) & {"Shape", "Slice", "Reshape", "Pad", "Gather", "Cast"}  # no run-time size arithmetic
+    assert report["onnx"]["ops"] == ops
+
+
+def test_opencv_dnn_matches_keras_on_an_odd_size(pix2pix):
+    cv2 = pytest.importorskip("cv2")
+    generator, report = pix2pix
+    rainy = as_float(random_image(37, 53, seed=4))
+    reference = reference_output(generator, rainy)
+    padded, (top, left) = reflect_pad_array(rainy, 8)  # the caller pads (metadata: required_multiple)
+    net = cv2.dnn.readNetFromONNX(str(report["onnx"]["path"]))
+    net.setInput(padded)
+    generated = net.forward()[:, top : top + 37, left : left + 53]
+    assert np.abs(generated - reference).max() < 1e-3
+    assert report["onnx"]["opencv_max_abs_diff"] < 1e-3
+
+
+def test_int8_export_runs_through_derainer(pix2pix):
+    generator, report = pix2pix
+    ops = op_histogram(report["onnx-int8"]["path"])
+    assert ops["QuantizeLinear"] and ops["DequantizeLinear"]
+    photo = read_rgb(export._BUILTIN / "kodim05.jpg")[100:137, 200:253]  # a photo: what it was calibrated on
+    derained = Derainer(report["onnx-int8"]["path"]).derain(photo)
+    assert derained.shape == photo.shape and derained.dtype == np.uint8
+    reference = reference_output(generator, as_float(photo))[0]
+    assert np.abs(derained / 127.5 - 1 - reference).mean() < 0.05
+    assert report["onnx-int8"]["psnr"] > 25
+
+
+def test_restoration_generator_exports_cleanly(tmp_path):
+    from keras_derain.models import restoration_generator
+
+    generator = restoration_generator(base_channels=4, depth=2)
+    # Untrained, it is the identity: random weights make the check say something.
+    rng = np.random.default_rng(0)
+    generator.set_weights([rng.normal(0, 0.1, weight.shape).astype(np.float32) for weight in generator.get_weights()])
+    generator.save(tmp_path / "restoration.keras")
+    report = export_generator(tmp_path / "restoration.keras", tmp_path / "out", "onnx", **quiet)
+    ops = report["onnx"]["ops"]
+    assert ops["Resize"] == 3 and ops["Transpose"] == 2 and "Shape" not in ops
+    assert report["onnx"]["max_abs_diff"] < 1e-4
+    photo = random_image(21, 30, seed=2)
+    reference = reference_output(generator, as_float(photo))[0]
+    generated = Derainer(report["onnx"]["path"]).derain_float(as_float(photo)[0])
+    assert np.abs(generated - reference).max() < 1e-4 and np.abs(reference).max() > 0.1
+
+
+def test_builtin_names_come_from_the_weights_folder(tmp_path, monkeypatch):
+    from keras_derain.compact import save_compact
+
+    save_compact(tiny_generator(norm="instance", seed=1), tmp_path / "generator.f16.npz")
+    (tmp_path / "lens.f16.npz").write_bytes((tmp_path / "generator.f16.npz").read_bytes())
+    monkeypatch.setattr(inference, "DEFAULT_WEIGHTS_DIR", tmp_path)
+    assert inference.builtin_models() == {"default": tmp_path / "generator.f16.npz", "lens": tmp_path / "lens.f16.npz"}
+    assert resolve_model("lens") == tmp_path / "lens.f16.npz"
+    with pytest.raises(ExportError, match="built in: default, lens"):
+        resolve_model("rain")
+    report = export_generator("lens", tmp_path / "out", "onnx", **quiet)  # a compact .npz exports too
+    assert report["onnx"]["max_abs_diff"] < 1e-4
+
+
+def test_cli_without_model_or_runs_says_what_to_pass(tmp_path, capsys):
+    assert export_cli.main(["--runs-dir", str(tmp_path / "runs")]) == 2
+    error = capsys.readouterr().err
+    assert "pass --model NAME (built in: default" in error and ".npz" in error
