@@ -38,6 +38,7 @@ give ``tile_size`` larger than the photo to run it whole when memory allows.
 """
 
 import contextlib
+import functools
 import json
 import zipfile
 from pathlib import Path
@@ -95,18 +96,18 @@ def builtin_models():
     return models
 
 
-def _load_keras(path):
+def _load_keras(path, output="derained"):
     import keras
 
     if not zipfile.is_zipfile(path):
         raise InferenceError(f"{path}: not a .keras file (a .keras file is a zip archive, this is not)")
-    return _keras_runner(keras.saving.load_model(str(path), compile=False), path)
+    return _keras_runner(keras.saving.load_model(str(path), compile=False), path, output)
 
 
-def _load_compact(path):
+def _load_compact(path, output="derained"):
     from keras_derain.compact import load_compact
 
-    return _keras_runner(load_compact(path), path)
+    return _keras_runner(load_compact(path), path, output)
 
 
 def _check_keras_shapes(model, path):
@@ -123,15 +124,20 @@ def _check_keras_shapes(model, path):
         raise InferenceError(f"{path}: returns shape {generated}, not an RGB photo (batch, height, width, 3)")
 
 
-def _keras_runner(generator, path):
+def _keras_runner(generator, path, output="derained"):
     import keras
     import tensorflow as tf
 
     from keras_derain.export import PaddedGenerator, metadata
     from keras_derain.models import float32_copy
+    from keras_derain.models.restoration import has_mask, mask_image_model
 
     _check_keras_shapes(generator, path)
     generator = float32_copy(generator)  # a mixed_float16 model computes in float32 here
+    if output == "mask":
+        if not has_mask(generator):
+            raise InferenceError(f"{path}: has no drop-mask head, so no mask to save (the restoration generator has one)")
+        generator = mask_image_model(generator)
     if len(generator.outputs) > 1:  # the derained photo first; a later output (a drop mask) is not used here
         generator = keras.Model(generator.inputs, generator.outputs[0])
     info = metadata(generator)
@@ -256,7 +262,10 @@ def _info_from_shape(size):
     return {"required_multiple": 1, "fixed_size": [height, width] if fixed else None}
 
 
-def load_runner(path):
+MASK_FORMATS = (".keras", ".npz")
+
+
+def load_runner(path, output="derained"):
     """``(run, info)`` for a model file: ``run`` maps float32 NHWC in [-1, 1] to the same.
 
     ``info["fixed_size"]`` is the generator's fixed ``(height, width)``, or
@@ -265,6 +274,10 @@ def load_runner(path):
 
     The model is run once on a blank photo: one whose output is not an RGB
     photo of the input's size is refused.
+
+    ``output="mask"`` runs the drop-mask head of a generator that has one
+    (`keras_derain.models.restoration.mask_image_model`): a grey RGB image,
+    -1 dry and 1 drop. Only ``.keras`` and ``.npz`` generators keep the head.
 
     Raises:
         InferenceError: missing path, unknown kind of file, a load failure, or
@@ -288,6 +301,12 @@ def load_runner(path):
             f"{path}: unknown model kind; use a .keras file, a SavedModel folder, an .onnx file "
             "or a compact .npz (keras_derain.compact)"
         )
+    if output not in ("derained", "mask"):
+        raise InferenceError(f"output must be 'derained' or 'mask', got {output!r}")
+    if output == "mask":
+        if path.suffix not in MASK_FORMATS:
+            raise InferenceError(f"{path}: a drop mask comes only from a .keras or .npz generator with a mask head")
+        loader = functools.partial(loader, output="mask")
     try:
         run, info = loader(path)
     except InferenceError:
@@ -454,6 +473,9 @@ class Derainer:
         max_pixels: image files with more pixels are refused from their
             header, before decoding (arrays are already in memory and are not
             checked).
+        output: ``"derained"``, or ``"mask"``: the drop mask that a
+            generator with a mask head (the restoration generator) predicts,
+            as a grey RGB photo (0 dry, 255 drop), tiled like a derained one.
 
     Example:
         >>> from keras_derain.inference import Derainer
@@ -463,7 +485,7 @@ class Derainer:
     """
 
     def __init__(self, path=None, *, tile_size=DEFAULT_TILE_SIZE, overlap=32, batch_size=1,
-                 max_pixels=DEFAULT_MAX_PIXELS):
+                 max_pixels=DEFAULT_MAX_PIXELS, output="derained"):
         if not isinstance(tile_size, int) or tile_size < 16:
             raise InferenceError(f"tile_size must be an integer of at least 16, got {tile_size!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -471,7 +493,7 @@ class Derainer:
         if not isinstance(max_pixels, int) or max_pixels < 4:
             raise InferenceError(f"max_pixels must be an integer of at least 4, got {max_pixels!r}")
         self.path = Path(path) if path is not None else default_model_path()
-        self._run, info = load_runner(self.path)
+        self._run, info = load_runner(self.path, output)
         self.fixed_size = tuple(info["fixed_size"]) if info["fixed_size"] else None
         self.multiple = int(info["required_multiple"])
         # Tiles of a multiple of the stride need no padding inside the graph.
