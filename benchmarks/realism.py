@@ -43,6 +43,7 @@ Usage:
 """
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -212,7 +213,12 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3, help="renders per Raindrop pair (lens pairs: 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "realism.md")
     parser.add_argument("--figure", type=Path, help="also write the real-against-rendered figure here")
+    parser.add_argument("--options", default="{}",
+                        help="overrides of the window style, as JSON, to try candidate defaults")
+    parser.add_argument("--sets", nargs="+", choices=tuple(SETS), default=tuple(SETS), help="real sets to compare")
     args = parser.parse_args(argv)
+    overrides = json.loads(args.options)
+    from keras_derain.data.raindrops import raindrop_options
     if not SHARED.is_dir():
         print(f"error: {SHARED} is missing: the real pairs are needed", file=sys.stderr)
         return 2
@@ -225,11 +231,15 @@ def main(argv=None):
         "",
     ]
     results = {}
-    for real_set, style in SETS.items():
+    for real_set in args.sets:
+        style = SETS[real_set]
+        if overrides and style == "window":
+            style = {**dataclasses.asdict(raindrop_options("window")), **overrides}
         seeds = args.seeds if real_set == "raindrop_real" else 1
         rows, pairs = compare(real_set, style, seeds)
         results[real_set] = rows
-        text.append(table(real_set, style, rows, pairs, seeds))
+        text.append(table(real_set, SETS[real_set] + (f" {json.dumps(overrides)}" if overrides else ""), rows,
+                          pairs, seeds))
         print(text[-1])
     args.out.write_text("\n".join(text))
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
