@@ -18,14 +18,29 @@ def parse_args(argv=None):
         description="Train a cGAN or Pix2Pix raindrop remover. Without --data or --clean-dir it renders "
         "synthetic raindrops on the built-in photos, sized to finish in about 10 minutes on a 2-core CPU."
     )
-    parser.add_argument("--arch", default="pix2pix", help="pix2pix (U-Net + PatchGAN) or cgan (the study's), or "
-                        "restoration (mask-guided residual generator + PatchGAN)")
+    parser.add_argument("--arch", help="pix2pix (U-Net + PatchGAN; the default) or cgan (the study's), or "
+                        "restoration (mask-guided residual generator + PatchGAN); with --init, the file's")
+    parser.add_argument("--init", metavar="MODEL",
+                        help="start from this generator instead of random weights (fine-tuning): default (the "
+                        "shipped one), a built-in name, or a .keras / .npz file; its architecture is used, and "
+                        "flags must agree with it. The discriminator starts fresh unless the file is a whole "
+                        "DerainGAN")
     parser.add_argument("--penalties", action="store_true",
                         help="the study's discriminator penalties: soft labels 0.9/0.1, G lr 5e-4, D lr 2e-4")
     data = parser.add_argument_group("data (default: synthetic drops on the built-in photos)")
     data.add_argument("--data", type=Path, help="pairs in the Raindrop layout (data/ + gt/, or train/ test_a/ ...)")
-    data.add_argument("--val", type=Path, help="validation pairs (default: DATA/test_a if present)")
-    data.add_argument("--clean-dir", type=Path, help="clean photos to render synthetic raindrops on")
+    data.add_argument("--val", type=Path, help="validation pairs (default: DATA/test_a if present); with real "
+                      "pairs the best generator is chosen by PSNR-Y on the whole photos")
+    data.add_argument("--clean-dir", type=Path, help="clean photos to render synthetic raindrops on; with --data, "
+                      "mixed with the real pairs")
+    data.add_argument("--real-fraction", type=float, help="with --data: share of real pairs in every batch, the "
+                      "rest synthetic drops on --clean-dir or the built-in photos (default: 0.5 with --clean-dir, "
+                      "else 1: real pairs only)")
+    data.add_argument("--color-match", action="store_true", help="match each real clean image's global colour to "
+                      "its rainy partner outside the drops (per-channel gain and offset) before the loss: for "
+                      "pairs shot by two cameras or at two exposures")
+    data.add_argument("--lens-fraction", type=float, help="share of synthetic batches rendered in the lens style "
+                      "(default: synthetic_dataset's, 0.25)")
     preset = parser.add_argument_group("overrides of the preset (unset: the preset's value)")
     for flag, kind, text in [
         ("--epochs", int, "epochs"), ("--batch-size", int, "pairs per step"),
@@ -51,6 +66,7 @@ def parse_args(argv=None):
     run = parser.add_argument_group("run")
     run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: runs)")
     run.add_argument("--name", help="run folder name (default: ARCH-DATE-TIME)")
+    run.add_argument("--patience", type=int, help="stop after this many epochs without a better validation score")
     run.add_argument("--resume", action="store_true",
                      help="continue the run --name (default: the newest run) from its last completed epoch")
     run.add_argument("--strategy", default="default", help="default, mirrored (all local GPUs) or "
@@ -72,17 +88,24 @@ def main(argv=None):
     args = parse_args(argv)
     from keras_derain.presets import PRESETS, resolve
 
-    if args.arch not in PRESETS:
+    if args.arch is not None and args.arch not in PRESETS:
         return fail(f"--arch {args.arch!r} is unknown; choose one of: {', '.join(PRESETS)}")
-    if args.data is not None and args.clean_dir is not None:
-        return fail("give --data (real pairs) or --clean-dir (synthetic drops), not both")
     if args.val is not None and args.data is None:
         return fail("--val needs --data")
+    for flag, value in (("--real-fraction", args.real_fraction), ("--color-match", args.color_match or None)):
+        if value is not None and args.data is None:
+            return fail(f"{flag} needs --data (real pairs)")
+    if args.real_fraction is not None and not 0.0 < args.real_fraction <= 1.0:
+        return fail(f"--real-fraction must be in (0, 1], got {args.real_fraction}")
+    if args.lens_fraction is not None and not 0.0 <= args.lens_fraction <= 1.0:
+        return fail(f"--lens-fraction must be in [0, 1], got {args.lens_fraction}")
+    if args.patience is not None and args.patience <= 0:
+        return fail(f"--patience must be a positive integer, got {args.patience}")
     if args.strategy == "multiworker" and not args.name:
         return fail("--strategy multiworker needs --name, so that every worker uses the same run folder")
 
     from keras_derain.data import DatasetError, find_pairs
-    from keras_derain.training import TrainingError, check_config, newest_run, read_config, train
+    from keras_derain.training import TrainingError, check_config, init_config, newest_run, read_config, train
 
     run_dir = None
     try:
@@ -91,9 +114,16 @@ def main(argv=None):
             record = read_config(run_dir)
             config = record["config"]
             data = record["data"]
-            args.data = Path(data["train"]) if data["kind"] == "pairs" else None
-            args.val = Path(data["val"]) if data["kind"] == "pairs" else None
+            real = data["kind"] in ("pairs", "mixed")
+            args.data = Path(data["train"]) if real else None
+            args.val = Path(data["val"]) if real else None
             args.clean_dir = Path(data["clean"]) if data.get("clean") not in (None, "built-in") else None
+            args.real_fraction = data.get("real_fraction")
+            args.color_match = data.get("colour_match", False)
+            args.lens_fraction = data.get("lens_fraction")
+            start = record.get("start") or {}
+            args.init = (start.get("init") or {}).get("model")
+            args.patience = start.get("patience")
             # The same strategy and precision as before: a different optimizer type
             # (LossScaleOptimizer or not) could not take the saved optimizer state.
             runtime = record.get("runtime", {})
@@ -110,16 +140,22 @@ def main(argv=None):
                              "ssim_weight", "fft_weight", "mask_weight", "nce_weight")
             }
             builtin = args.data is None and args.clean_dir is None
-            config = resolve(args.arch, penalties=args.penalties, builtin_data=builtin, **overrides)
+            if args.init is not None:
+                config = init_config(args.init, args.arch, penalties=args.penalties, builtin_data=builtin,
+                                     **overrides)
+            else:
+                config = resolve(args.arch or "pix2pix", penalties=args.penalties, builtin_data=builtin, **overrides)
             check_config(config)
             if args.data is not None:
                 find_pairs(args.data, "train" if (args.data / "train").is_dir() else None)
-            name = args.name or f"{args.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+            name = args.name or f"{config['arch']}-{time.strftime('%Y%m%d-%H%M%S')}"
             run_dir = args.runs_dir / name
         print(f"run folder: {run_dir}")
         summary = train(config, run_dir, data=args.data, val=args.val, clean_dir=args.clean_dir,
                         resume=args.resume, verbose=2 if args.quiet else "auto", strategy=args.strategy,
-                        mixed_precision=args.mixed_precision, jit=args.jit)
+                        mixed_precision=args.mixed_precision, jit=args.jit, init=args.init,
+                        real_fraction=args.real_fraction, colour_match=args.color_match,
+                        lens_fraction=args.lens_fraction, patience=args.patience)
     except (ValueError, DatasetError, TrainingError) as error:
         return fail(str(error))
     except KeyboardInterrupt:
@@ -136,7 +172,16 @@ def main(argv=None):
         f"validation PSNR ({summary['val_pairs']} pairs, RGB): rainy input {summary['rainy_psnr']:.2f} dB -> "
         f"derained {summary['derained_psnr']:.2f} dB ({summary['gain_db']:+.2f} dB)"
     )
-    print(f"best generator: {run_dir / 'best.keras'}")
+    if "derained_psnr_y" in summary:
+        print(
+            f"real pairs, whole photos (PSNR-Y / SSIM-Y): rainy input {summary['rainy_psnr_y']:.2f} dB / "
+            f"{summary['rainy_ssim_y']:.4f} -> derained {summary['derained_psnr_y']:.2f} dB / "
+            f"{summary['derained_ssim_y']:.4f} ({summary['derained_psnr_y'] - summary['rainy_psnr_y']:+.2f} dB)"
+        )
+    if summary.get("stopped_early"):
+        print(f"stopped early: no better score for {args.patience} epochs after epoch {summary['best_epoch']}")
+    epoch = f" (epoch {summary['best_epoch']})" if "best_epoch" in summary else ""
+    print(f"best generator: {run_dir / 'best.keras'}{epoch}")
     return 0
 
 

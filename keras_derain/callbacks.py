@@ -1,4 +1,4 @@
-"""Keras callbacks for DerainGAN runs: generator checkpoints, sample grids, plots, NaN guard.
+"""Keras callbacks for DerainGAN runs: real-pair scores, generator checkpoints, sample grids, plots, NaN guard.
 
 Each writes with :func:`keras_derain.atomic.atomic_output`, so a run killed in
 the middle of a write leaves the previous file intact.
@@ -52,39 +52,122 @@ class SampleGrid(keras.callbacks.Callback):
             Image.fromarray(sample_grid(self.rainy, generated, self.clean)).save(path, format="PNG")
 
 
+class PairValidation(keras.callbacks.Callback):
+    """Score the generator on whole real pairs after each epoch: ``val_psnr_y`` and ``val_ssim_y``.
+
+    The convention of `keras_derain.evaluate` (the Raindrop papers'): the
+    derained photo rounded to uint8, then PSNR and SSIM (scikit-image's
+    defaults) on OpenCV's full-range Y rounded to uint8; means over photos.
+    Each photo runs whole, reflect-padded to the generator's stride as the
+    ``Derainer`` pads it, in inference mode. The scores go into the epoch's
+    logs, so list this callback before those that read them (the checkpoint,
+    the CSV log).
+
+    Args:
+        rainy, clean: lists of uint8 HxWx3 photos, pair by pair.
+
+    Example:
+        >>> import numpy as np
+        >>> from keras_derain.models import pix2pix_generator
+        >>> photo = np.full((20, 30, 3), 128, np.uint8)
+        >>> scores = PairValidation([photo], [photo + 10])
+        >>> round(scores.input_scores()["rainy_psnr_y"], 2)
+        28.13
+        >>> sorted(scores.summary(pix2pix_generator(base_channels=4, depth=3)))
+        ['derained_psnr_y', 'derained_ssim_y', 'rainy_psnr_y', 'rainy_ssim_y']
+    """
+
+    def __init__(self, rainy, clean):
+        super().__init__()
+        if len(rainy) != len(clean) or not rainy:
+            raise ValueError(f"PairValidation needs pairs: got {len(rainy)} rainy and {len(clean)} clean photos")
+        self.rainy = [np.asarray(image, np.uint8) for image in rainy]
+        self.clean = [np.asarray(image, np.uint8) for image in clean]
+
+    @staticmethod
+    def _scores(images, clean):
+        from keras_derain.metrics import psnr, ssim
+
+        return (float(np.mean([psnr(image, target, 255, y_channel=True) for image, target in zip(images, clean)])),
+                float(np.mean([ssim(image, target, 255, y_channel=True) for image, target in zip(images, clean)])))
+
+    def derain(self, generator):
+        """The derained photos, uint8."""
+        from keras_derain.export import reflect_pad_to_multiple
+        from keras_derain.models import required_multiple
+
+        multiple = required_multiple(generator)
+        derained = []
+        for rainy in self.rainy:
+            signed = rainy[np.newaxis].astype(np.float32) / 127.5 - 1.0
+            padded, (top, left) = reflect_pad_to_multiple(signed, multiple)
+            generated = keras.ops.convert_to_numpy(generator(padded, training=False))
+            derained.append(to_uint8(generated[0, top : top + rainy.shape[0], left : left + rainy.shape[1]]))
+        return derained
+
+    def input_scores(self):
+        """PSNR-Y and SSIM-Y of the rainy photos themselves (the baseline)."""
+        psnr_y, ssim_y = self._scores(self.rainy, self.clean)
+        return {"rainy_psnr_y": psnr_y, "rainy_ssim_y": ssim_y}
+
+    def summary(self, generator):
+        """The input's and ``generator``'s PSNR-Y and SSIM-Y on the pairs."""
+        psnr_y, ssim_y = self._scores(self.derain(generator), self.clean)
+        return {**self.input_scores(), "derained_psnr_y": psnr_y, "derained_ssim_y": ssim_y}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        logs["val_psnr_y"], logs["val_ssim_y"] = self._scores(self.derain(self.model.generator), self.clean)
+
+
 class GeneratorCheckpoint(keras.callbacks.Callback):
     """Save the generator (not the whole GAN) as ``last.keras`` and, when it improves, ``best.keras``.
 
-    The best score is kept in ``best.json`` beside the models, so a resumed run
-    only replaces ``best.keras`` with something better.
+    The best score and its epoch are kept in ``best.json`` beside the models,
+    so a resumed run only replaces ``best.keras`` with something better, and
+    counts ``patience`` from the best epoch before the kill.
 
     Args:
         directory: where ``best.keras``, ``last.keras`` and ``best.json`` go.
         monitor: the log to rank by, e.g. ``"val_psnr"``; higher is better.
+        patience: stop training after this many epochs without a better score
+            (early stopping); None: never.
+        save: write the files (False on the workers of a cluster other than
+            the chief: they only follow the score, to stop at the same epoch).
     """
 
-    def __init__(self, directory, monitor="val_psnr"):
+    def __init__(self, directory, monitor="val_psnr", patience=None, save=True):
         super().__init__()
         self.directory = Path(directory)
         self.monitor = monitor
+        self.patience = patience
+        self.save = save
         self.record_path = self.directory / "best.json"
         self.best = -math.inf
+        self.best_epoch = None
+        self.stopped_epoch = None
         if self.record_path.exists():
-            self.best = json.loads(self.record_path.read_text())[monitor]
+            record = json.loads(self.record_path.read_text())
+            self.best, self.best_epoch = record[monitor], record.get("epoch")
 
     def on_epoch_end(self, epoch, logs=None):
         # A generator trained under mixed_float16 is saved as float32 (same weights).
-        generator = float32_copy(self.model.generator)
-        with atomic_output(self.directory / "last.keras") as path:
-            generator.save(path)
+        generator = float32_copy(self.model.generator) if self.save else None
+        if self.save:
+            with atomic_output(self.directory / "last.keras") as path:
+                generator.save(path)
         score = (logs or {}).get(self.monitor)
-        if score is None or not math.isfinite(score) or score <= self.best:
-            return
-        self.best = float(score)
-        with atomic_output(self.directory / "best.keras") as path:
-            generator.save(path)
-        with atomic_output(self.record_path) as path:
-            path.write_text(json.dumps({self.monitor: self.best, "epoch": epoch + 1}))
+        if score is not None and math.isfinite(score) and score > self.best:
+            self.best, self.best_epoch = float(score), epoch + 1
+            if self.save:
+                with atomic_output(self.directory / "best.keras") as path:
+                    generator.save(path)
+                with atomic_output(self.record_path) as path:
+                    path.write_text(json.dumps({self.monitor: self.best, "epoch": self.best_epoch}))
+        if self.patience and epoch + 1 - (self.best_epoch or 0) >= self.patience:
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -133,7 +216,8 @@ def plot_history(history, path):
     epochs = [int(epoch) + 1 for epoch in history.get("epoch", range(len(history.get("g_loss", []))))]
     panels = [
         ("Losses", [("g_adv", "G adversarial"), ("d_loss", "D")]),
-        ("Generator PSNR (dB)", [("psnr", "train"), ("val_psnr", "validation")]),
+        ("Generator PSNR (dB)", [("psnr", "train"), ("val_psnr", "validation"),
+                                 ("val_psnr_y", "validation, Y, whole pairs")]),
         ("Discriminator accuracy", [("d_acc", "D accuracy")]),
         ("Generator L1", [("g_l1", "train"), ("val_l1", "validation")]),
     ]

@@ -17,6 +17,9 @@ these files; the other workers keep just their own ``backup-worker-N/``, so that
 a shared file system is never written by two processes at once and every worker
 can resume.
 
+With ``init`` a run starts from a trained generator instead of random weights
+(fine-tuning): see :func:`load_init` and :func:`init_config`.
+
 Example:
     >>> from keras_derain.presets import resolve
     >>> from keras_derain.training import train
@@ -24,6 +27,7 @@ Example:
     >>> summary = train(config, "runs/demo")  # doctest: +SKIP
 """
 
+import dataclasses
 import json
 import math
 import platform
@@ -37,10 +41,11 @@ import tensorflow as tf
 
 from keras_derain import __version__
 from keras_derain.atomic import atomic_output
-from keras_derain.callbacks import GeneratorCheckpoint, HistoryPlots, SampleGrid, StopOnNaN
+from keras_derain.callbacks import GeneratorCheckpoint, HistoryPlots, PairValidation, SampleGrid, StopOnNaN, to_uint8
 from keras_derain.gan import DerainGAN
 from keras_derain.metrics import psnr
-from keras_derain.presets import LOSS_WEIGHTS, PRESETS, differences
+from keras_derain.models import float32_copy, required_multiple
+from keras_derain.presets import LOSS_WEIGHTS, PRESETS, differences, resolve
 
 VALIDATION_SEED = 20180618  # fixed: every run and every epoch validates on the same pairs
 VALIDATION_PAIRS = 32
@@ -94,29 +99,228 @@ def unet_depth(crop_size):
     return depth
 
 
-def build_models(config):
-    """The generator and discriminator that ``config["arch"]`` names."""
+def build_models(config, init=None):
+    """The generator and discriminator that ``config["arch"]`` names.
+
+    With ``init`` (a :class:`InitModel`) the generator is its generator, and
+    the discriminator its discriminator if it holds one, else a fresh one.
+    """
     from keras_derain import models
 
     keras.utils.set_random_seed(config["seed"])
+    discriminator = init.discriminator if init is not None else None
     if config["arch"] == "restoration":
-        generator = models.restoration_generator(base_channels=config["base_channels"], depth=RESTORATION_DEPTH)
-        discriminator = models.pix2pix_discriminator(base_channels=2 * config["base_channels"])
+        generator = None if init else models.restoration_generator(
+            base_channels=config["base_channels"], depth=RESTORATION_DEPTH
+        )
+        discriminator = discriminator or models.pix2pix_discriminator(base_channels=2 * config["base_channels"])
     elif config["arch"] == "pix2pix":
-        generator = models.pix2pix_generator(
+        generator = None if init else models.pix2pix_generator(
             base_channels=config["base_channels"], depth=unet_depth(config["crop_size"])
         )
-        discriminator = models.pix2pix_discriminator(base_channels=config["base_channels"])
+        discriminator = discriminator or models.pix2pix_discriminator(base_channels=config["base_channels"])
     else:
-        generator = models.cgan_generator(
+        generator = None if init else models.cgan_generator(
             image_size=config["crop_size"],
             base_channels=config["base_channels"],
             latent_dim=config["latent_dim"],
         )
-        discriminator = models.cgan_discriminator(
+        discriminator = discriminator or models.cgan_discriminator(
             image_size=config["crop_size"], base_channels=config["base_channels"]
         )
-    return generator, discriminator
+    return generator or init.generator, discriminator
+
+
+# -- starting from a trained generator ----------------------------------------------------
+
+# Generators this trainer builds, by the model name their builders give them.
+GENERATOR_ARCHS = {"pix2pix_generator": "pix2pix", "cgan_generator": "cgan", "restoration_generator": "restoration"}
+# The layer whose filters are a generator's base channels, per arch.
+FIRST_LAYERS = {"pix2pix": "encoder_1_conv", "cgan": "encoder_1_conv", "restoration": "stem"}
+BUILTIN_SUFFIX = ".f16.npz"
+
+
+@dataclasses.dataclass
+class InitModel:
+    """What a run starts from: a generator, maybe a discriminator, and what they are.
+
+    Attributes:
+        source: as given: ``"default"``, a built-in name, or a path.
+        path: the file it was read from.
+        generator: the generator (float32).
+        discriminator: the discriminator of a whole saved ``DerainGAN``, else None.
+        arch, base_channels: the preset and base channels the generator was built with.
+        image_size: a cGAN generator's fixed input side, else None.
+        latent_dim: a cGAN generator's latent size, else None.
+    """
+
+    source: str
+    path: Path
+    generator: keras.Model
+    discriminator: keras.Model
+    arch: str
+    base_channels: int
+    image_size: int = None
+    latent_dim: int = None
+
+    @property
+    def multiple(self):
+        """What crop sides must be multiples of (the generator's stride)."""
+        return required_multiple(self.generator)
+
+
+def builtin_models():
+    """``{name: path}`` of the shipped generators: ``default`` and every ``NAME.f16.npz`` beside it."""
+    from keras_derain.inference import DEFAULT_WEIGHTS_DIR, InferenceError, default_model_path
+
+    names = {path.name[: -len(BUILTIN_SUFFIX)]: path for path in sorted(DEFAULT_WEIGHTS_DIR.glob(f"*{BUILTIN_SUFFIX}"))}
+    try:
+        names["default"] = default_model_path()
+    except InferenceError:
+        pass
+    return names
+
+
+def init_path(init):
+    """The file that ``--init`` names: a built-in name (``default``, ``lens``, ...) or a ``.keras`` / ``.npz`` path."""
+    path = Path(init)
+    if path.suffix in (".keras", ".npz"):
+        if not path.is_file():
+            raise ValueError(f"--init {init}: no such file")
+        return path
+    builtin = builtin_models()
+    if str(init) in builtin:
+        return builtin[str(init)]
+    raise ValueError(
+        f"--init {init}: neither a built-in model ({', '.join(sorted(builtin)) or 'none shipped'}) "
+        "nor a .keras or .npz file"
+    )
+
+
+def load_init(init):
+    """Read the generator (and, from a whole saved ``DerainGAN``, the discriminator) to start from.
+
+    Args:
+        init: ``"default"`` (the shipped generator), a built-in name (any
+            ``NAME.f16.npz`` in ``keras_derain/weights``), a ``.keras`` file (a
+            generator or a whole ``DerainGAN``) or a compact ``.npz``
+            (`keras_derain.compact`); an :class:`InitModel` is returned as it is.
+
+    Returns:
+        An :class:`InitModel`; its architecture is read from the file.
+
+    Raises:
+        ValueError: one line naming ``--init`` and the file: missing, unreadable,
+            or not a generator this trainer builds.
+
+    Example:
+        >>> from keras_derain.models import pix2pix_generator
+        >>> pix2pix_generator(base_channels=4, depth=5).save("tiny.keras")
+        >>> init = load_init("tiny.keras")
+        >>> init.arch, init.base_channels, init.multiple, init.discriminator
+        ('pix2pix', 4, 32, None)
+    """
+    if isinstance(init, InitModel):
+        return init
+    from keras_derain.compact import load_compact
+    from keras_derain.inference import one_line
+
+    path = init_path(init)
+    try:
+        model = load_compact(path) if path.suffix == ".npz" else keras.saving.load_model(path, compile=False)
+    except Exception as error:  # zip, JSON, HDF5 and Keras each raise their own types for a bad file
+        raise ValueError(f"--init {path}: cannot be loaded ({one_line(error)})") from None
+    discriminator = None
+    if isinstance(model, DerainGAN):
+        model, discriminator = model.generator, float32_copy(model.discriminator)
+    arch = GENERATOR_ARCHS.get(model.name)
+    if arch is None:
+        raise ValueError(
+            f"--init {path}: holds a model named {model.name!r}, not one of the generators this trainer builds "
+            f"({', '.join(GENERATOR_ARCHS)})"
+        )
+    generator = float32_copy(model)
+    cgan = arch == "cgan"
+    return InitModel(
+        source=str(init), path=path, generator=generator, discriminator=discriminator, arch=arch,
+        base_channels=int(generator.get_layer(FIRST_LAYERS[arch]).filters),
+        image_size=int(generator.input_shape[1]) if cgan else None,
+        latent_dim=int(generator.get_layer("latent").units) if cgan else None,
+    )
+
+
+def check_init(config, init):
+    """Raise ValueError, naming the flag, where ``config`` contradicts the generator in ``init``."""
+    if config["arch"] != init.arch:
+        raise ValueError(f"--arch {config['arch']} contradicts --init {init.source}: it holds a {init.arch} generator")
+    if config["base_channels"] != init.base_channels:
+        raise ValueError(
+            f"--base-channels {config['base_channels']} contradicts --init {init.source}: "
+            f"its generator has {init.base_channels}"
+        )
+    if init.image_size is not None and config["crop_size"] != init.image_size:
+        raise ValueError(
+            f"--crop-size {config['crop_size']} contradicts --init {init.source}: "
+            f"its cgan generator takes {init.image_size}x{init.image_size} images"
+        )
+    if config["crop_size"] % init.multiple:
+        raise ValueError(
+            f"--crop-size {config['crop_size']} must be a multiple of {init.multiple} "
+            f"for the generator of --init {init.source}"
+        )
+    if init.latent_dim is not None and config.get("latent_dim") != init.latent_dim:
+        raise ValueError(
+            f"latent_dim {config.get('latent_dim')} contradicts --init {init.source}: its generator has {init.latent_dim}"
+        )
+
+
+def init_config(init, arch=None, *, penalties=False, builtin_data=False, **overrides):
+    """The resolved options of a run starting from ``init``: the preset of its arch, its base channels.
+
+    Like :func:`keras_derain.presets.resolve`, with the architecture read from
+    the file: ``arch`` and the overrides may only repeat what the file says.
+
+    Args:
+        init: what :func:`load_init` takes, or an :class:`InitModel`.
+        arch: the preset, or None for the file's.
+        penalties, builtin_data, overrides: as for ``resolve``.
+
+    Raises:
+        ValueError: a flag that contradicts the file, naming the flag.
+
+    Example:
+        >>> from keras_derain.models import pix2pix_generator
+        >>> pix2pix_generator(base_channels=4, depth=5).save("tiny.keras")
+        >>> config = init_config("tiny.keras", epochs=2, crop_size=64)
+        >>> config["arch"], config["base_channels"], config["crop_size"]
+        ('pix2pix', 4, 64)
+        >>> init_config("tiny.keras", base_channels=8)
+        Traceback (most recent call last):
+        ValueError: --base-channels 8 contradicts --init tiny.keras: its generator has 4
+    """
+    init = load_init(init)
+    if arch is not None and arch != init.arch:
+        raise ValueError(f"--arch {arch} contradicts --init {init.source}: it holds a {init.arch} generator")
+    from_file = {"base_channels": init.base_channels}
+    if init.arch == "cgan":
+        from_file.update(crop_size=init.image_size, latent_dim=init.latent_dim)
+    given = {name: value for name, value in overrides.items() if value is not None}
+    config = resolve(init.arch, penalties=penalties, builtin_data=builtin_data, **{**from_file, **given})
+    check_init(config, init)
+    return config
+
+
+def _policy_copy(model, policy):
+    """A clone of a float32 ``model`` computing under ``policy``, its output layers kept float32 (as built)."""
+    outputs = {tensor._keras_history.operation.name for tensor in model.outputs}
+
+    def rebuild(layer):
+        dtype = "float32" if layer.name in outputs else policy
+        return layer.__class__.from_config({**layer.get_config(), "dtype": dtype})
+
+    copy = keras.models.clone_model(model, clone_function=rebuild)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _materialise(dataset, pairs, skip_dry=False, max_tries=20):
@@ -144,8 +348,21 @@ def wants_mask(config):
     return config.get("mask_weight", 0.0) > 0
 
 
-def build_data(config, data=None, val=None, clean_dir=None):
+def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=None, colour_match=False,
+               lens_fraction=None):
     """Training dataset, fixed validation arrays and a description of the data.
+
+    Args:
+        config: resolved options.
+        data, val: folders of real pairs (``find_pairs``); None for synthetic drops only.
+        clean_dir: clean photos to render drops on (None: the built-in photos).
+        real_fraction: with ``data``, the share of real pairs in the stream; the
+            rest are synthetic drops on ``clean_dir``. None: 0.5 when
+            ``clean_dir`` is given, else 1 (real pairs only).
+        colour_match: match each real clean image's colour to its rainy partner
+            (`keras_derain.data.pairs.colour_match`).
+        lens_fraction: share of synthetic batches in the lens style
+            (``synthetic_dataset``'s option; None: its default).
 
     Returns:
         ``(train_dataset, steps_per_epoch, (val_rainy, val_clean), description)``.
@@ -155,7 +372,13 @@ def build_data(config, data=None, val=None, clean_dir=None):
 
     crop, batch, seed = config["crop_size"], config["batch_size"], config["seed"]
     steps = config["steps_per_epoch"]
+    mask = wants_mask(config)
     if data is not None:
+        if real_fraction is None:
+            real_fraction = 0.5 if clean_dir is not None else 1.0
+        if not 0.0 < real_fraction <= 1.0:
+            raise ValueError(f"--real-fraction must be in (0, 1], got {real_fraction!r}")
+        mixed = real_fraction < 1.0
         data = Path(data)
         split = "train" if (data / "train").is_dir() else None
         if val is None and (data / "test_a").is_dir():
@@ -168,24 +391,35 @@ def build_data(config, data=None, val=None, clean_dir=None):
         train_pairs = len(find_pairs(data, split))
         train = paired_dataset(
             data, split, crop_size=crop, batch_size=batch, shuffle=True, augment=True,
-            seed=seed, repeat=steps is not None, return_mask=wants_mask(config),
+            seed=seed, repeat=steps is not None or mixed, return_mask=mask, colour_match=colour_match,
         )
-        if steps is None and train_pairs < batch:
+        if steps is None and train_pairs < batch and not mixed:
             raise ValueError(f"--data {data}: {train_pairs} pairs, fewer than --batch-size {batch}")
         validation = paired_dataset(val, val_split, crop_size=crop, batch_size=1, seed=VALIDATION_SEED)
         val_pairs = len(find_pairs(val, val_split))
         description = {"kind": "pairs", "train": str(data), "train_split": split, "train_pairs": train_pairs,
-                       "val": str(val), "val_split": val_split}
+                       "val": str(val), "val_split": val_split, "colour_match": colour_match}
+        if mixed:
+            paths = clean_image_paths(clean_dir)
+            rendered = synthetic_dataset(paths, crop_size=crop, batch_size=batch, seed=seed, return_mask=mask,
+                                         lens_fraction=lens_fraction)
+            train = mix(train, rendered, real_fraction, batch, seed)
+            # One pass over the real pairs per epoch, on average.
+            steps = steps or max(1, math.ceil(train_pairs / (batch * real_fraction)))
+            description.update(kind="mixed", real_fraction=real_fraction, lens_fraction=lens_fraction,
+                               clean=str(clean_dir) if clean_dir else "built-in",
+                               train_images=[path.name for path in paths])
     else:
         paths = clean_image_paths(clean_dir)
         held_out = max(1, len(paths) // 8) if len(paths) > 1 else 0
         train_paths, val_paths = paths[: len(paths) - held_out], paths[len(paths) - held_out :] or paths
         train = synthetic_dataset(train_paths, crop_size=crop, batch_size=batch, seed=seed,
-                                  return_mask=wants_mask(config))
+                                  return_mask=mask, lens_fraction=lens_fraction)
         validation = synthetic_dataset(val_paths, crop_size=crop, batch_size=1, seed=VALIDATION_SEED)
         steps = steps or max(1, math.ceil(len(train_paths) / batch))
         val_pairs = VALIDATION_PAIRS
         description = {"kind": "synthetic", "clean": str(clean_dir) if clean_dir else "built-in",
+                       "lens_fraction": lens_fraction,
                        "train_images": [path.name for path in train_paths],
                        "val_images": [path.name for path in val_paths]}
     val_rainy, val_clean = _materialise(
@@ -193,6 +427,34 @@ def build_data(config, data=None, val=None, clean_dir=None):
     )
     description["val_pairs"] = len(val_rainy)
     return train, steps, (val_rainy, val_clean), description
+
+
+def mix(real, rendered, real_fraction, batch_size, seed):
+    """Batches drawn pair by pair from two batched streams: real with probability ``real_fraction``.
+
+    Both streams must repeat and yield the same structure (``(rainy, clean)``
+    or ``(rainy, clean, mask)``); the draw is seeded, so a run sees the same mix again.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> ones = tf.data.Dataset.from_tensors(tf.ones([4, 2])).repeat()
+        >>> zeros = tf.data.Dataset.from_tensors(tf.zeros([4, 2])).repeat()
+        >>> batch = next(iter(mix(ones, zeros, 0.5, 8, seed=0)))
+        >>> batch.shape
+        TensorShape([8, 2])
+    """
+    mixed = tf.data.Dataset.sample_from_datasets(
+        [real.unbatch(), rendered.unbatch()], weights=[real_fraction, 1.0 - real_fraction], seed=seed
+    )
+    return mixed.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def real_pairs(root, split=None):
+    """The pairs under ``root`` as two lists of whole uint8 photos (validation on real pairs)."""
+    from keras_derain.data import find_pairs, read_rgb
+
+    pairs = find_pairs(root, split)
+    return [read_rgb(rainy) for rainy, _ in pairs], [read_rgb(clean) for _, clean in pairs]
 
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -285,18 +547,27 @@ def _optimizers(config, mixed_precision):
     return g_optimizer, d_optimizer
 
 
-def build_gan(config, *, mixed_precision=False, jit_compile=False):
+def build_gan(config, *, mixed_precision=False, jit_compile=False, init=None):
     """Models, DerainGAN and its compile, in the current strategy's scope.
 
     With ``mixed_precision`` the layers compute in float16 under the
     ``mixed_float16`` policy, while the generator's output (its final tanh
     layer has dtype float32), the logits fed to the losses, and the losses stay
-    in float32.
+    in float32. ``init`` (what :func:`load_init` takes) gives the starting networks;
+    under ``mixed_precision`` they are cloned to compute in float16 the same way.
     """
+    if init is not None:
+        init = load_init(init)
+        check_init(config, init)
     previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16" if mixed_precision else "float32")
+    policy = "mixed_float16" if mixed_precision else "float32"
+    keras.config.set_dtype_policy(policy)
     try:
-        generator, discriminator = build_models(config)
+        generator, discriminator = build_models(config, init)
+        if init is not None and mixed_precision:
+            generator = _policy_copy(generator, policy)
+            if init.discriminator is not None:
+                discriminator = _policy_copy(discriminator, policy)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     gan = DerainGAN(generator, discriminator, seed=config["seed"])
@@ -320,10 +591,14 @@ def _versions():
             "python": platform.python_version()}
 
 
-def write_config(run_dir, config, description, runtime=None):
-    """``config.json``: resolved options, what differs from the preset, data, runtime, versions, command."""
+def write_config(run_dir, config, description, runtime=None, start=None):
+    """``config.json``: resolved options, what differs from the preset, data, runtime, versions, command.
+
+    ``start`` says what the run started from and how it stops: ``{"init": ..., "patience": ...}``.
+    """
     record = {
         "config": config,
+        "start": start or {"init": None, "patience": None},
         "runtime": runtime or {},
         "differs_from_preset": {
             name: {"value": config[name], "preset": preset} for name, preset in differences(config).items()
@@ -361,27 +636,46 @@ def train(
     strategy="default",
     mixed_precision="auto",
     jit="auto",
+    init=None,
+    real_fraction=None,
+    colour_match=False,
+    lens_fraction=None,
+    patience=None,
 ):
     """Train a DerainGAN as ``config`` says and write the run folder ``run_dir``.
 
     Args:
-        config: resolved options (see :func:`keras_derain.presets.resolve`).
+        config: resolved options (see :func:`keras_derain.presets.resolve`, or
+            :func:`init_config` with ``init``).
         run_dir: the run folder; created if missing.
         data, val: Raindrop-layout folders of pairs (see ``find_pairs``); ``None``
-            for synthetic drops on ``clean_dir`` or on the built-in photos.
+            for synthetic drops on ``clean_dir`` or on the built-in photos. With
+            real pairs to validate on, the best generator is the one with the
+            highest PSNR-Y on the whole ``val`` photos (`PairValidation`).
         clean_dir: a folder of clean photos to render drops on.
         resume: continue from the last completed epoch in ``run_dir/backup``.
         strategy: "default", "mirrored" (all local GPUs) or "multiworker"
             (``TF_CONFIG``); ``batch_size`` is the global batch, split across replicas.
         mixed_precision, jit: "auto" (on with a GPU, off on a CPU), "on" or "off".
+        init: start from this generator (see :func:`load_init`) instead of
+            random weights; the discriminator starts fresh unless it is a whole
+            saved ``DerainGAN``.
+        real_fraction, colour_match, lens_fraction: see :func:`build_data`.
+        patience: stop after this many epochs without a better validation score.
 
     Returns:
-        dict with the validation PSNR of the rainy input and of the best generator.
+        dict with the validation PSNR of the rainy input and of the best
+        generator; with real pairs also PSNR-Y and SSIM-Y on the whole photos.
 
     Raises:
         TrainingError: the losses became NaN (the best model so far is kept).
     """
     check_config(config)
+    if patience is not None and (not isinstance(patience, int) or patience <= 0):
+        raise ValueError(f"--patience must be a positive integer, got {patience!r}")
+    if init is not None:
+        init = load_init(init)
+        check_init(config, init)
     distribution = make_strategy(strategy)
     mixed_precision = resolve_switch("mixed-precision", mixed_precision)
     jit_compile = resolve_switch("jit", jit)
@@ -402,15 +696,30 @@ def train(
     if not resume and chief and ended:
         raise TrainingError(f"{run_dir} holds the results of a run; pick a new --name")
     run_dir.mkdir(parents=True, exist_ok=True)
-    train_data, steps, (val_rainy, val_clean), description = build_data(config, data, val, clean_dir)
+    train_data, steps, (val_rainy, val_clean), description = build_data(
+        config, data, val, clean_dir, real_fraction=real_fraction, colour_match=colour_match,
+        lens_fraction=lens_fraction,
+    )
     runtime = {"strategy": strategy, "replicas": replicas, "mixed_precision": mixed_precision,
                "jit_compile": jit_compile, "gpus": len(tf.config.list_physical_devices("GPU"))}
+    start = {"init": None, "patience": patience}
+    if init is not None:
+        start["init"] = {"model": init.source, "path": str(init.path), "arch": init.arch,
+                         "discriminator": "from the file" if init.discriminator is not None else "fresh"}
     if chief and (not resume or not (run_dir / "config.json").exists()):
-        write_config(run_dir, config, description, runtime)
+        write_config(run_dir, config, description, runtime, start)
 
     with distribution.scope():
-        gan = build_gan(config, mixed_precision=mixed_precision, jit_compile=jit_compile)
+        gan = build_gan(config, mixed_precision=mixed_precision, jit_compile=jit_compile, init=init)
     generator = gan.generator
+    pair_validation = None
+    if description["kind"] != "synthetic":
+        # Whole photos, as evaluate.py scores them; a fixed-size generator gets the validation crops.
+        whole = generator.input_shape[1] is None
+        pair_validation = PairValidation(
+            *(real_pairs(description["val"], description["val_split"]) if whole
+              else (list(to_uint8(val_rainy)), list(to_uint8(val_clean))))
+        )
     validation = tf.data.Dataset.from_tensor_slices((val_rainy, val_clean)).batch(config["batch_size"])
     # Each worker reads its share of the batches: the pipelines are built from
     # tensors, not files, so shard by data (said outright, without the AUTO
@@ -426,13 +735,21 @@ def train(
         _BackupAndRestore(str(backup), double_checkpoint=True, delete_checkpoint=True),
         stop_on_nan,
     ]
+    monitor = "val_psnr"
+    if pair_validation is not None:
+        callbacks.append(pair_validation)  # before the callbacks that read its scores from the logs
+        monitor = "val_psnr_y"
+    # On every worker, so that --patience stops them all at one epoch; only the chief writes.
+    checkpoint = GeneratorCheckpoint(run_dir, monitor=monitor, patience=patience, save=chief)
     if chief:
         callbacks += [
             keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-            GeneratorCheckpoint(run_dir, monitor="val_psnr"),
+            checkpoint,
             SampleGrid(val_rainy[:SAMPLE_ROWS], val_clean[:SAMPLE_ROWS], run_dir / "samples"),
             HistoryPlots(run_dir / "history.csv", run_dir / "plots.png"),
         ]
+    else:
+        callbacks.append(checkpoint)
     started = time.time()
     gan.fit(
         train_data,
@@ -464,6 +781,11 @@ def train(
         "train_seconds": round(time.time() - started, 1),
     }
     summary["gain_db"] = summary["derained_psnr"] - summary["rainy_psnr"]
+    if pair_validation is not None:
+        summary.update(pair_validation.summary(best))
+    if chief and checkpoint.best_epoch is not None:
+        summary["best_epoch"] = checkpoint.best_epoch
+        summary["stopped_early"] = checkpoint.stopped_epoch is not None
     if chief:
         with atomic_output(run_dir / "summary.json") as path:
             path.write_text(json.dumps(summary, indent=2) + "\n")
@@ -493,4 +815,5 @@ def newest_run(runs_dir="runs"):
     return max(candidates, key=lambda path: path.stat().st_mtime)
 
 
-__all__ = ["train", "build_models", "build_data", "check_config", "TrainingError", "PRESETS"]
+__all__ = ["train", "build_models", "build_data", "check_config", "TrainingError", "PRESETS", "InitModel",
+           "load_init", "init_config", "mix"]

@@ -186,6 +186,73 @@ def difference_mask(rainy, clean):
     return mask[0] if single else mask
 
 
+# Rounds of colour_match: fit on all pixels but the drops of the last round's mask.
+COLOUR_MATCH_ROUNDS = 3
+# Below this share of the frame left outside the mask, fit on every pixel instead.
+COLOUR_MATCH_MIN_SHARE = 0.05
+# A gain is fitted as (cov + EPS) / (var + EPS): a flat channel keeps gain 1.
+_COLOUR_MATCH_EPS = 1e-4
+
+
+def _affine_fit(rainy, clean, weights):
+    """Per-channel ``gain, offset`` minimising ``sum(weights * (gain * clean + offset - rainy) ** 2)``."""
+    total = tf.reduce_sum(weights, axis=[-3, -2], keepdims=True)
+    mean_clean = tf.reduce_sum(weights * clean, axis=[-3, -2], keepdims=True) / total
+    mean_rainy = tf.reduce_sum(weights * rainy, axis=[-3, -2], keepdims=True) / total
+    centred = clean - mean_clean
+    covariance = tf.reduce_sum(weights * centred * (rainy - mean_rainy), axis=[-3, -2], keepdims=True) / total
+    variance = tf.reduce_sum(weights * centred * centred, axis=[-3, -2], keepdims=True) / total
+    gain = (covariance + _COLOUR_MATCH_EPS) / (variance + _COLOUR_MATCH_EPS)
+    return gain, mean_rainy - gain * mean_clean
+
+
+def colour_match(rainy, clean):
+    """The clean image with its global colour matched to the rainy one outside the drops.
+
+    For pairs shot by two cameras, or at two exposures (the lens pairs), the
+    clean target differs from the rainy photo everywhere, not only under the
+    drops, and a generator trained on it learns to repaint the whole frame.
+    This fits, per channel, ``clean' = gain * clean + offset`` by least squares
+    on the pixels outside the drops and returns ``clean'``. The drops are the
+    :func:`difference_mask` of the pair, found again after each of
+    ``COLOUR_MATCH_ROUNDS`` fits (the first fit uses the unmatched pair's mask,
+    which over-marks a pair in other colours; each round marks less). The fit
+    uses the pixels where the mask is 0. The result is rounded to 8-bit levels,
+    as the photo was, and a pixel whose level the match does not change is
+    returned as it came, so a pair whose colours already match (a fit within
+    half a level of the identity) comes back unchanged, bit for bit.
+
+    Args:
+        rainy, clean: ``[..., H, W, 3]`` float images in [-1, 1] on 8-bit levels.
+
+    Returns:
+        The matched clean image, same shape, in [-1, 1].
+
+    Example:
+        >>> import tensorflow as tf
+        >>> clean = tf.random.stateless_uniform([8, 8, 3], [0, 1], -0.5, 0.5)
+        >>> clean = tf.round((clean + 1) * 127.5) / 127.5 - 1  # on 8-bit levels
+        >>> bool(tf.reduce_all(colour_match(clean, clean) == clean))
+        True
+        >>> darker = tf.round((0.8 * clean + 1) * 127.5) / 127.5 - 1
+        >>> float(tf.reduce_max(tf.abs(colour_match(darker, clean) - darker))) < 2 / 127.5
+        True
+    """
+    pixels = tf.cast(tf.reduce_prod(tf.shape(clean)[-3:-1]), tf.float32)
+    matched = clean
+    for _ in range(COLOUR_MATCH_ROUNDS):
+        weights = tf.cast(difference_mask(rainy, matched) == 0.0, tf.float32)
+        share = tf.reduce_sum(weights, axis=[-3, -2], keepdims=True) / pixels
+        weights = tf.where(share < COLOUR_MATCH_MIN_SHARE, tf.ones_like(weights), weights)
+        gain, offset = _affine_fit(rainy, clean, weights)
+        matched = gain * clean + offset
+    levels = tf.round((tf.clip_by_value(matched, -1.0, 1.0) + 1.0) * 127.5)
+    return tf.where(levels == tf.round((clean + 1.0) * 127.5), clean, levels / 127.5 - 1.0)
+
+
+_colour_match = colour_match  # paired_dataset's argument of that name hides the function
+
+
 def paired_dataset(
     root,
     split=None,
@@ -200,6 +267,7 @@ def paired_dataset(
     repeat=False,
     drop_remainder=None,
     return_mask=False,
+    colour_match=False,
 ):
     """A ``tf.data.Dataset`` of ``(rainy, clean)`` batches, float32 in [-1, 1], NHWC.
 
@@ -224,6 +292,9 @@ def paired_dataset(
         drop_remainder: drop a last short batch; defaults to ``crop_size is not None``.
         return_mask: also yield the drop mask of each pair, ``(rainy, clean, mask)``
             (see :func:`difference_mask`), to supervise a generator's mask head.
+        colour_match: match each clean image's global colour to its rainy
+            partner outside the drops (see :func:`colour_match`), on the whole
+            image before cropping; the mask is then taken from the matched pair.
 
     Example:
         >>> from keras_derain.data import paired_dataset
@@ -256,10 +327,14 @@ def paired_dataset(
     rainy_paths = [str(rainy) for rainy, _ in pairs]
     clean_paths = [str(clean) for _, clean in pairs]
     dataset = tf.data.Dataset.from_tensor_slices((rainy_paths, clean_paths))
-    dataset = dataset.map(
-        lambda rainy, clean: tf.concat([decode_rgb(rainy), decode_rgb(clean)], axis=-1),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+    def decode(rainy_path, clean_path):
+        rainy, clean = decode_rgb(rainy_path), decode_rgb(clean_path)
+        if colour_match:
+            matched = _colour_match(to_signed(rainy)[tf.newaxis], to_signed(clean)[tf.newaxis])[0]
+            clean = tf.cast(tf.round((matched + 1.0) * 127.5), tf.uint8)
+        return tf.concat([rainy, clean], axis=-1)
+
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         dataset = dataset.cache()
     if shuffle:
