@@ -1,0 +1,99 @@
+"""Latency of the generators side by side: the shipped Pix2Pix U-Net against the restoration generator.
+
+One 720x480 photo (a Raindrop frame), batch 1, float32 on the CPU, each model
+compiled once (`tf.function`) and warmed up; the rounds interleave the models
+so both see the same machine load, and the median of the rounds is reported.
+
+Usage:
+    python benchmarks/bench_generators.py --rounds 15
+    python benchmarks/bench_generators.py --restoration ~/runs/x/generator.keras   # a trained one
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, load average {os.getloadavg()[0]:.1f} at the start"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--restoration", type=Path, help="a trained restoration generator (.keras or .npz)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "generators.md")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_derain.compact import load_compact
+    from keras_derain.export import PaddedGenerator
+    from keras_derain.inference import default_model_path
+    from keras_derain.models import restoration_generator
+
+    import keras
+
+    shipped = load_compact(default_model_path()) if default_model_path().suffix == ".npz" else \
+        keras.saving.load_model(default_model_path(), compile=False)
+    if args.restoration is None:
+        restoration = restoration_generator()
+    elif args.restoration.suffix == ".npz":
+        restoration = load_compact(args.restoration)
+    else:
+        restoration = keras.saving.load_model(args.restoration, compile=False)
+    models = {"Pix2Pix U-Net (shipped)": shipped, "restoration generator": restoration}
+    photo = tf.constant(np.random.default_rng(0).uniform(-1, 1, (1, 480, 720, 3)).astype("float32"))
+    runs = {}
+    for name, model in models.items():
+        if model.outputs and len(model.outputs) > 1:
+            model = keras.Model(model.inputs, model.outputs[0])
+        padded = PaddedGenerator(model)  # pads to the stride in the graph, as Derainer runs a photo
+        runs[name] = tf.function(lambda x, padded=padded: padded(x, training=False))
+        for _ in range(3):
+            runs[name](photo).numpy()
+    seconds = {name: [] for name in models}
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run(photo).numpy()
+            seconds[name].append(time.perf_counter() - started)
+    base = statistics.median(seconds["Pix2Pix U-Net (shipped)"])
+    lines = [
+        "# Generator latency, side by side",
+        "",
+        f"`python benchmarks/bench_generators.py --rounds {args.rounds}`: one 720x480 photo, batch 1, float32,",
+        "`tf.function`, rounds interleaved, median. Machine: " + machine() + ".",
+        "",
+        "| generator | parameters | median s | ratio to the shipped one |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, model in models.items():
+        median = statistics.median(seconds[name])
+        lines.append(f"| {name} | {model.count_params():,} | {median:.4f} | {median / base:.2f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
