@@ -270,7 +270,8 @@ def check_init(config, init):
         )
     if init.latent_dim is not None and config.get("latent_dim") != init.latent_dim:
         raise ValueError(
-            f"latent_dim {config.get('latent_dim')} contradicts --init {init.source}: its generator has {init.latent_dim}"
+            f"latent_dim {config.get('latent_dim')} contradicts --init {init.source}: "
+            f"its generator has {init.latent_dim}"
         )
 
 

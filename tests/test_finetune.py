@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 import train as train_script
 from conftest import REPO, random_image, write_raindrop_layout
@@ -15,7 +16,7 @@ from keras_derain import training
 from keras_derain.data import find_pairs, paired_dataset
 from keras_derain.data.pairs import colour_match
 from keras_derain.gan import DerainGAN
-from keras_derain.models import pix2pix_discriminator, pix2pix_generator
+from keras_derain.models import cgan_generator, pix2pix_discriminator, pix2pix_generator
 
 TINY = {"base_channels": 4, "crop_size": 32, "batch_size": 2, "steps_per_epoch": 2}
 RAINY = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
@@ -88,6 +89,14 @@ def test_init_under_mixed_precision_computes_in_float16(tiny_generator):
     np.testing.assert_allclose(outputs(gan.generator), outputs(generator), atol=2e-2)
 
 
+def test_a_cgan_init_brings_its_image_size_and_latent(tmp_path):
+    cgan_generator(image_size=32, base_channels=4, latent_dim=8).save(tmp_path / "cgan.keras")
+    config = training.init_config(tmp_path / "cgan.keras", epochs=1)
+    assert (config["arch"], config["crop_size"], config["base_channels"], config["latent_dim"]) == ("cgan", 32, 4, 8)
+    with pytest.raises(ValueError, match="--crop-size 64 contradicts --init .*takes 32x32 images"):
+        training.init_config(tmp_path / "cgan.keras", crop_size=64)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -142,8 +151,6 @@ def write_flat_pairs(root, count):
     (root / "data").mkdir(parents=True)
     (root / "gt").mkdir(parents=True)
     for index in range(count):
-        from PIL import Image
-
         Image.fromarray(random_image(40, 40, seed=index)).save(root / "data" / f"{index}_rain.png")
         Image.fromarray(np.full((40, 40, 3), REAL_LEVEL, np.uint8)).save(root / "gt" / f"{index}_clean.png")
     return root
@@ -307,3 +314,27 @@ def test_lens_split_by_origin(shared_data, tmp_path):
     assert not set(split["train_origins"]) & set(split["val_origins"])
     assert split == json.loads((REPO / "benchmarks" / "results" / "lens_split.json").read_text())  # deterministic
     assert len(find_pairs(folders / "train")) == 80 and len(find_pairs(folders / "val")) == 20
+
+
+def test_a_killed_finetune_resumes_with_its_init_and_data_options(tiny_generator, tmp_path, monkeypatch):
+    from test_training import epochs_logged, train_until_killed
+
+    path, _ = tiny_generator
+    data = write_flat_pairs(tmp_path / "pairs", 4)
+    run = tmp_path / "runs" / "run"
+    options = dict(init=path, data=data, val=data, real_fraction=0.5, colour_match=True, lens_fraction=1.0,
+                   patience=5)
+    train_until_killed(training.init_config(path, epochs=3, **TINY), run, monkeypatch, **options)
+    resumed = {}
+    original_train = training.train
+
+    def spy(*args, **kwargs):
+        resumed.update(kwargs)
+        return original_train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", spy)
+    assert train_script.main(["--resume", "--name", "run", "--runs-dir", str(tmp_path / "runs"), "--quiet"]) == 0
+    assert {name: resumed[name] for name in ("real_fraction", "colour_match", "lens_fraction", "patience")} == {
+        "real_fraction": 0.5, "colour_match": True, "lens_fraction": 1.0, "patience": 5}
+    assert resumed["init"] == str(path) and resumed["data"] == data and resumed["val"] == data
+    assert epochs_logged(run) == [0, 1, 2]
