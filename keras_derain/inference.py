@@ -96,6 +96,28 @@ def builtin_models():
     return models
 
 
+def model_path(model=None):
+    """The file for ``model``: None is the default generator; a built-in name (``default``, ``lens``) its file.
+
+    An existing path always wins over a built-in name.
+
+    Example:
+        >>> model_path("lens").name  # doctest: +SKIP
+        'lens.f16.npz'
+    """
+    if model is None:
+        return default_model_path()
+    path = Path(model)
+    if not path.exists() and not path.suffix:
+        builtin = builtin_models()
+        if str(model) in builtin:
+            return builtin[str(model)]
+        raise InferenceError(
+            f"{model}: no such model file or folder, nor a built-in model ({', '.join(builtin) or 'none shipped'})"
+        )
+    return path
+
+
 def _load_keras(path, output="derained"):
     import keras
 
@@ -458,8 +480,9 @@ class Derainer:
 
     Args:
         path: a ``.keras`` generator, a SavedModel folder or an ``.onnx`` file
-            (from export.py); None: the generator shipped in
-            ``keras_derain/weights/`` (`default_model_path`).
+            (from export.py), or a built-in name: ``"default"`` (windows and
+            windscreens) or ``"lens"`` (drops on a camera lens); None: the
+            default generator shipped in ``keras_derain/weights/``.
         tile_size: photos taller or wider than this run in overlapping
             tiles of this side (ignored for a fixed-size generator, which
             tiles at its own size). Keep it a multiple of the generator's
@@ -492,7 +515,7 @@ class Derainer:
             raise InferenceError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(max_pixels, int) or max_pixels < 4:
             raise InferenceError(f"max_pixels must be an integer of at least 4, got {max_pixels!r}")
-        self.path = Path(path) if path is not None else default_model_path()
+        self.path = model_path(path)
         self._run, info = load_runner(self.path, output)
         self.fixed_size = tuple(info["fixed_size"]) if info["fixed_size"] else None
         self.multiple = int(info["required_multiple"])

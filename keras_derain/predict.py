@@ -52,7 +52,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders of images")
     parser.add_argument("--model", type=Path,
-                        help="a .keras generator, a SavedModel folder or an .onnx file (default: the shipped one)")
+                        help="a .keras generator, a SavedModel folder, an .onnx file, or a built-in name: default "
+                        "(drops on windows; the default) or lens (drops on a camera lens)")
     parser.add_argument("--out", type=Path, default=Path("derained"), help="output folder (default: derained)")
     parser.add_argument("--recursive", "-r", action="store_true",
                         help="also read subfolders; outputs mirror them under --out")

@@ -137,7 +137,6 @@ def build_models(config, init=None):
 GENERATOR_ARCHS = {"pix2pix_generator": "pix2pix", "cgan_generator": "cgan", "restoration_generator": "restoration"}
 # The layer whose filters are a generator's base channels, per arch.
 FIRST_LAYERS = {"pix2pix": "encoder_1_conv", "cgan": "encoder_1_conv", "restoration": "stem"}
-BUILTIN_SUFFIX = ".f16.npz"
 
 
 @dataclasses.dataclass
@@ -170,15 +169,10 @@ class InitModel:
 
 
 def builtin_models():
-    """``{name: path}`` of the shipped generators: ``default`` and every ``NAME.f16.npz`` beside it."""
-    from keras_derain.inference import DEFAULT_WEIGHTS_DIR, InferenceError, default_model_path
+    """``{name: path}`` of the shipped generators (`keras_derain.inference.builtin_models`)."""
+    from keras_derain.inference import builtin_models as shipped
 
-    names = {path.name[: -len(BUILTIN_SUFFIX)]: path for path in sorted(DEFAULT_WEIGHTS_DIR.glob(f"*{BUILTIN_SUFFIX}"))}
-    try:
-        names["default"] = default_model_path()
-    except InferenceError:
-        pass
-    return names
+    return shipped()
 
 
 def init_path(init):

@@ -301,3 +301,16 @@ def test_read_photo_reads_as_read_rgb(tmp_path):
     for name in ("rgb.png", "rotated.jpg", "gray.png", "deep.png"):
         assert np.array_equal(read_photo(tmp_path / name), read_rgb(tmp_path / name)), name
     assert read_photo(tmp_path / "rotated.jpg").shape == (40, 30, 3)
+
+
+def test_builtin_names_resolve_to_shipped_files(tmp_path, monkeypatch):
+    from keras_derain.inference import model_path
+
+    monkeypatch.chdir(tmp_path)  # a file named like a built-in in the working folder wins over it
+    default, lens = model_path("default"), model_path("lens")
+    assert default == default_model_path() and default.is_file()
+    assert lens.name == "lens.f16.npz" and lens.is_file() and lens != default
+    with pytest.raises(InferenceError, match="wet: no such model file or folder, nor a built-in model .*lens"):
+        model_path("wet")
+    (tmp_path / "lens").mkdir()
+    assert model_path("lens") == tmp_path.joinpath("lens").relative_to(tmp_path)
