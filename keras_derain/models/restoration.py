@@ -14,8 +14,10 @@ pixel passes through unchanged. The correction head starts at zero, so the
 untrained generator is exactly the identity (as NAFNet's zero-initialised
 residual scales). Upsampling is nearest-neighbour resize + convolution (Odena
 et al.'s remedy: no transposed convolution, so no checkerboard; Keras'
-bilinear ``UpSampling2D`` cannot take the dynamic sizes that tiling needs); there is no normalisation layer, so the
-ONNX graph is convolutions, activations and resizes only. The mask is a named
+bilinear ``UpSampling2D`` cannot take the dynamic sizes that tiling needs). Its only
+normalisation is a per-pixel LayerNorm over channels (pre-norm in each residual
+block and before the heads): it uses no spatial statistics, so a tile gives the
+same pixels as the whole photo, and it exports as ONNX ``LayerNormalization``. The mask is a named
 layer, ``drop_mask``: :func:`mask_model` gives a model that returns it.
 
 References:
@@ -42,9 +44,20 @@ def _conv(filters, name, kernel_size=3, strides=1, zero=False):
     )
 
 
+def _norm(name):
+    """Per-pixel LayerNorm over channels (NAFNet's LayerNorm2d): no spatial statistics, so tiles equal the whole."""
+    return keras.layers.LayerNormalization(axis=-1, epsilon=1e-6, name=name)
+
+
 def _residual_block(features, filters, name):
-    """conv - LeakyReLU - conv, added to the input; the second conv starts at zero (identity block)."""
-    update = _conv(filters, f"{name}_conv1")(features)
+    """norm - conv - LeakyReLU - conv, added to the input; the second conv starts at zero (identity block).
+
+    The pre-norm keeps the residual stream's growth from feeding back into
+    each block: without it the activations of this trunk grew without bound
+    under the restoration preset (to 1e6 by 2,000 steps, with the mask head
+    saturated at 0, i.e. a generator stuck at the identity).
+    """
+    update = _conv(filters, f"{name}_conv1")(_norm(f"{name}_norm")(features))
     update = keras.layers.LeakyReLU(0.2, name=f"{name}_act")(update)
     update = _conv(filters, f"{name}_conv2", zero=True)(update)
     return keras.layers.Add(name=f"{name}_add")([features, update])
@@ -102,6 +115,7 @@ def restoration_generator(base_channels=16, depth=4, blocks=1, name="restoration
         features = keras.layers.Add(name=f"up{level}_skip")([features, skips[level]])
         for block in range(blocks):
             features = _residual_block(features, filters, f"dec{level}_block{block}")
+    features = _norm("head_norm")(features)  # bounded features for the heads
     features = keras.layers.UpSampling2D(2, interpolation="nearest", name="full_resize")(features)
     features = keras.layers.Concatenate(name="with_rainy")([features, rainy])
 
