@@ -154,9 +154,15 @@ def append_row(path, row):
         model, base = row[real_set]["model"], row[real_set]["input"]
         cells.append(f"{model['psnr_y']:.2f} / {model['ssim_y']:.4f}")
         cells.append(f"{model['psnr_y'] - base['psnr_y']:+.2f} dB / {model['ssim_y'] - base['ssim_y']:+.4f}")
-    cells += [f"{row['train_seconds']:.0f}", f"`{json.dumps(row['options'])}`"]
-    with path.open("a") as file:
-        file.write("| " + " | ".join(cells) + " |\n")
+    cells += [f"{row['train_seconds']:.0f}", f"`{json.dumps({**row['options'], **row.get('config', {})})}`"]
+    # The row goes at the end of the first table, before any notes below it.
+    lines = path.read_text().splitlines(keepends=True)
+    table = [index for index, line in enumerate(lines) if line.startswith("|")]
+    end = table[0]
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    lines.insert(end, "| " + " | ".join(cells) + " |\n")
+    path.write_text("".join(lines))
     with path.with_suffix(".jsonl").open("a") as file:
         file.write(json.dumps(row) + "\n")
 
