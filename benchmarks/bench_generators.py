@@ -11,7 +11,6 @@ Usage:
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -21,17 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def machine():
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, load average {os.getloadavg()[0]:.1f} at the start"
+from machine import describe  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def main(argv=None):
@@ -80,7 +69,7 @@ def main(argv=None):
         "# Generator latency, side by side",
         "",
         f"`python benchmarks/bench_generators.py --rounds {args.rounds}`: one 720x480 photo, batch 1, float32,",
-        "`tf.function`, rounds interleaved, median. Machine: " + machine() + ".",
+        "`tf.function`, rounds interleaved, median. Machine: " + describe(load=True) + ".",
         "",
         "| generator | parameters | median s | ratio to the shipped one |",
         "| --- | ---: | ---: | ---: |",

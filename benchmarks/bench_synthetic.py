@@ -18,18 +18,10 @@ import time
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "synthetic.md"
+
+from machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 CROP = 256
 BATCH = 8
-
-
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def pipeline_rate(batches, repeats):

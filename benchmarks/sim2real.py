@@ -27,7 +27,6 @@ With ``--options`` the lens-style batches are off unless ``--lens-fraction`` is 
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
+
+from machine import describe  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 SETS = ("raindrop_real", "raindrop_real_lens")
 
 
@@ -109,18 +110,6 @@ def score(model_path, real_set):
     return {side: {key: result["means"][side][key] for key in ("psnr_y", "ssim_y")} for side in ("input", "model")}
 
 
-def machine():
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
-
-
 def commit():
     try:
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -184,7 +173,7 @@ def main(argv=None):
     row = {"label": args.label, "seed": args.seed, "steps": args.steps, "commit": commit(),
            "arch": args.arch, "config": json.loads(args.config),
            "options": {**options, **({"lens_fraction": args.lens_fraction} if args.lens_fraction is not None else {})},
-           "train_seconds": seconds, "photos": len(paths), "machine": machine(),
+           "train_seconds": seconds, "photos": len(paths), "machine": describe(),
            "date": time.strftime("%Y-%m-%d %H:%M")}
     with tempfile.TemporaryDirectory() as scratch:
         model_path = Path(args.keep) if args.keep else Path(scratch) / "generator.keras"

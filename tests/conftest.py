@@ -40,3 +40,17 @@ def write_raindrop_layout(root, count=3, size=(48, 40), suffix=".png"):
         Image.fromarray(random_image(height, width, seed=index)).save(root / "data" / f"{index}_rain{suffix}")
         Image.fromarray(random_image(height, width, seed=100 + index)).save(root / "gt" / f"{index}_clean{suffix}")
     return root
+
+
+def randomise_kernels(model, seed=0, fan_in=None):
+    """Give every kernel He-scaled normal weights, so an untrained model's outputs span [-1, 1].
+
+    ``fan_in(weight)`` defaults to the product of all but the last axis (a
+    Conv2D kernel's inputs per output).
+    """
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        if weight.path.endswith("kernel"):
+            inputs = fan_in(weight) if fan_in else np.prod(weight.shape[:-1])
+            weight.assign(rng.normal(0, 1 / np.sqrt(inputs), weight.shape).astype("float32"))
+    return model

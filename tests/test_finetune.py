@@ -76,7 +76,9 @@ def test_a_whole_gan_brings_its_discriminator(tmp_path):
 def test_init_by_builtin_name_uses_the_shipped_file():
     default = training.load_init("default")
     assert default.path.name == "generator.f16.npz" and default.arch == "pix2pix" and default.base_channels == 32
-    assert training.builtin_models()["generator"] == default.path  # every NAME.f16.npz is a name
+    builtin = training.builtin_models()  # the names Derainer and export.py know too
+    assert builtin["default"] == default.path and builtin["lens"].name == "lens.f16.npz"
+    assert training.load_init("lens").path == builtin["lens"]
     with pytest.raises(ValueError, match=r"--init nosuchmodel: neither a built-in model \(default"):
         training.load_init("nosuchmodel")
 
@@ -317,7 +319,7 @@ def test_lens_split_by_origin(shared_data, tmp_path):
 
 
 def test_a_killed_finetune_resumes_with_its_init_and_data_options(tiny_generator, tmp_path, monkeypatch):
-    from test_training import epochs_logged, train_until_killed
+    from test_training import epochs_logged, spy_on_train, train_until_killed
 
     path, _ = tiny_generator
     data = write_flat_pairs(tmp_path / "pairs", 4)
@@ -325,14 +327,7 @@ def test_a_killed_finetune_resumes_with_its_init_and_data_options(tiny_generator
     options = dict(init=path, data=data, val=data, real_fraction=0.5, colour_match=True, lens_fraction=1.0,
                    patience=5)
     train_until_killed(training.init_config(path, epochs=3, **TINY), run, monkeypatch, **options)
-    resumed = {}
-    original_train = training.train
-
-    def spy(*args, **kwargs):
-        resumed.update(kwargs)
-        return original_train(*args, **kwargs)
-
-    monkeypatch.setattr(training, "train", spy)
+    resumed = spy_on_train(monkeypatch)
     assert train_script.main(["--resume", "--name", "run", "--runs-dir", str(tmp_path / "runs"), "--quiet"]) == 0
     assert {name: resumed[name] for name in ("real_fraction", "colour_match", "lens_fraction", "patience")} == {
         "real_fraction": 0.5, "colour_match": True, "lens_fraction": 1.0, "patience": 5}

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import random_image
+from conftest import random_image, randomise_kernels
 from keras_derain.export import reflect_pad_array
 from keras_derain.inference import (
     Derainer, InferenceError, default_model_path, ramp, read_photo, reflect_indices, tile_starts,
@@ -23,12 +23,9 @@ def tiny_generator(norm="none", depth=DEPTH, seed=0):
 
     keras.utils.set_random_seed(seed)
     generator = pix2pix_generator(base_channels=4, depth=depth, norm=norm, dropout=0)
-    rng = np.random.default_rng(seed)
-    for weight in generator.weights:
-        if weight.path.endswith("kernel"):
-            fan_in = np.prod(weight.shape[:2]) * (weight.shape[3] if "upconv" in weight.path else weight.shape[2])
-            weight.assign(rng.normal(0, 1 / np.sqrt(fan_in), weight.shape).astype("float32"))
-    return generator
+    # A transposed convolution's kernel is (h, w, out, in).
+    return randomise_kernels(generator, seed, lambda weight: np.prod(weight.shape[:2]) * (
+        weight.shape[3] if "upconv" in weight.path else weight.shape[2]))
 
 
 @pytest.fixture(scope="module")

@@ -155,13 +155,9 @@ def test_mask_term_is_skipped_without_masks_and_without_a_mask_head():
 
 def perturbed_generator(seed=0):
     """A tiny restoration generator with random (He-scaled) kernels: no longer the identity."""
-    generator = tiny_generator(seed)
-    rng = np.random.default_rng(seed)
-    for weight in generator.weights:
-        if weight.path.endswith("kernel"):
-            fan_in = np.prod(weight.shape[:-1])
-            weight.assign(rng.normal(0, 1 / np.sqrt(fan_in), weight.shape).astype("float32"))
-    return generator
+    from conftest import randomise_kernels
+
+    return randomise_kernels(tiny_generator(seed), seed)
 
 
 @pytest.fixture(scope="module")

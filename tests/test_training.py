@@ -76,6 +76,19 @@ class KillAtEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt  # what a Ctrl-C or a kill looks like to fit
 
 
+def spy_on_train(monkeypatch):
+    """Record the keyword arguments train.py passes to ``training.train``: returns the dict they fill."""
+    resumed = {}
+    original_train = training.train
+
+    def spy(*args, **kwargs):
+        resumed.update(kwargs)
+        return original_train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", spy)
+    return resumed
+
+
 def train_until_killed(config, run, monkeypatch, epoch=2, **options):
     """Start a run (``options`` go to ``train``) and kill it as epoch ``epoch`` begins."""
     original_fit = keras.Model.fit
@@ -157,14 +170,7 @@ def test_resume_keeps_the_runs_precision(tmp_path, monkeypatch, capsys):
     config = resolve("pix2pix", builtin_data=True, epochs=3, **TINY)
     run = tmp_path / "run"
     train_until_killed(config, run, monkeypatch, mixed_precision="on")
-    resumed = {}
-    original_train = training.train
-
-    def spy(*args, **kwargs):
-        resumed.update(kwargs)
-        return original_train(*args, **kwargs)
-
-    monkeypatch.setattr(training, "train", spy)
+    resumed = spy_on_train(monkeypatch)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="Skipping variable loading")  # optimizer state lost
         assert train_script.main(["--resume", "--name", "run", "--runs-dir", str(tmp_path), "--quiet"]) == 0
