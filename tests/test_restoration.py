@@ -186,8 +186,12 @@ def test_tiles_match_the_whole_photo_away_from_seams(perturbed_keras):
     cols = seam_distance(230, 96, 16, 8, left, 230) >= margin
     away = rows[:, None] & cols[None, :]
     assert away.sum() > 100
-    assert difference[away].max() < 1e-4
-    assert difference.mean() < 0.01
+    # Away from seams only float rounding differs (1e-7 at most pixels); the per-pixel LayerNorm
+    # magnifies it where this random network's channels nearly agree (measured: 2.2e-4 at most).
+    assert np.median(difference[away]) < 1e-6 and difference[away].max() < 1e-3
+    # Near seams tiles see reflected borders: 0.013 on average here; a misplaced or unnormalised
+    # blend is off by the output's own scale (tenths).
+    assert difference.mean() < 0.05
 
 
 def test_predict_saves_the_mask_beside_the_photo(perturbed_keras, tmp_path, capsys):
