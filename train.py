@@ -68,7 +68,8 @@ def parse_args(argv=None):
     run.add_argument("--name", help="run folder name (default: ARCH-DATE-TIME)")
     run.add_argument("--patience", type=int, help="stop after this many epochs without a better validation score")
     run.add_argument("--resume", action="store_true",
-                     help="continue the run --name (default: the newest run) from its last completed epoch")
+                     help="continue the run --name (default: the newest run) from its last completed epoch; "
+                     "--epochs is the one other flag it takes, to extend the run")
     run.add_argument("--strategy", default="default", help="default, mirrored (all local GPUs) or "
                      "multiworker (cluster from TF_CONFIG); --batch-size is the global batch")
     run.add_argument("--mixed-precision", default="auto", metavar="{auto,on,off}",
@@ -105,13 +106,17 @@ def main(argv=None):
         return fail("--strategy multiworker needs --name, so that every worker uses the same run folder")
 
     from keras_derain.data import DatasetError, find_pairs
-    from keras_derain.training import TrainingError, check_config, init_config, newest_run, read_config, train
+    from keras_derain.training import (TrainingError, check_config, extend_run, init_config, newest_run,
+                                       read_config, train)
 
     run_dir = None
     try:
         if args.resume:
             run_dir = args.runs_dir / args.name if args.name else newest_run(args.runs_dir)
-            record = read_config(run_dir)
+            if args.epochs is not None:
+                record = extend_run(run_dir, args.epochs)
+            else:
+                record = read_config(run_dir)
             config = record["config"]
             data = record["data"]
             real = data["kind"] in ("pairs", "mixed")
@@ -130,7 +135,7 @@ def main(argv=None):
             args.strategy = runtime.get("strategy", args.strategy)
             if "mixed_precision" in runtime:
                 args.mixed_precision = "on" if runtime["mixed_precision"] else "off"
-            print(f"resuming {run_dir} (its config.json; other flags are ignored)")
+            print(f"resuming {run_dir} (its config.json, {config['epochs']} epochs; other flags are ignored)")
         else:
             overrides = {
                 name: getattr(args, name)

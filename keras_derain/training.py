@@ -614,6 +614,35 @@ def read_config(run_dir):
     return json.loads(path.read_text())
 
 
+def extend_run(run_dir, epochs):
+    """Give an unfinished run ``epochs`` epochs in all, in its ``config.json``; returns the new record.
+
+    The one change a resume takes: a run that is still improving goes on. The change is written
+    to the record (``extended``), and fewer epochs than are already done is refused.
+
+    Example::
+
+        record = extend_run("runs/restoration-20261130", 30)
+    """
+    record = read_config(run_dir)
+    if epochs <= 0:
+        raise TrainingError(f"--epochs must be a positive integer, got {epochs}")
+    done = _epochs_logged(run_dir)
+    if epochs < done:
+        raise TrainingError(f"--epochs {epochs}: {run_dir} has already done {done} epochs")
+    before = record["config"]["epochs"]
+    if epochs != before:
+        record["config"]["epochs"] = epochs
+        record.setdefault("extended", []).append({"epochs": [before, epochs], "after_epoch": done,
+                                                  "date": time.strftime("%Y-%m-%d %H:%M:%S")})
+        preset = record.get("differs_from_preset", {}).get("epochs", {}).get("preset")
+        if preset is not None:
+            record["differs_from_preset"]["epochs"]["value"] = epochs
+        with atomic_output(Path(run_dir) / "config.json") as path:
+            path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return record
+
+
 def mean_psnr(generated, clean):
     """Mean PSNR (dB, RGB) of [-1, 1] images."""
     return float(np.mean(psnr((np.asarray(generated) + 1) / 2, (np.asarray(clean) + 1) / 2, 1.0)))

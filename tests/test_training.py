@@ -134,6 +134,22 @@ def test_resume_continues_from_the_last_completed_epoch(tmp_path, monkeypatch):
         training.newest_run(tmp_path)
 
 
+def test_resume_with_epochs_extends_a_run_and_records_it(tmp_path, monkeypatch, capsys):
+    config = resolve("pix2pix", builtin_data=True, epochs=3, **TINY)
+    run = tmp_path / "run"
+    train_until_killed(config, run, monkeypatch)  # killed after epochs 0 and 1
+    flags = ["--resume", "--name", "run", "--runs-dir", str(tmp_path), "--quiet"]
+    assert train_script.main([*flags, "--epochs", "1"]) == 2  # fewer than are done
+    assert "has already done 2 epochs" in capsys.readouterr().err
+    assert json.loads((run / "config.json").read_text())["config"]["epochs"] == 3  # untouched
+    assert train_script.main([*flags, "--epochs", "4"]) == 0
+    assert epochs_logged(run) == [0, 1, 2, 3]
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["epochs"] == 4
+    assert record["extended"][0]["epochs"] == [3, 4] and record["extended"][0]["after_epoch"] == 2
+    assert record["differs_from_preset"]["epochs"]["value"] == 4
+
+
 def test_a_run_killed_in_its_first_epoch_can_start_again(tmp_path, monkeypatch, capsys):
     # Nothing to restore yet (no backup/, no history.csv): --resume and a plain rerun both train it.
     config = resolve("pix2pix", builtin_data=True, epochs=1, **TINY)
