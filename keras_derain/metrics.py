@@ -163,15 +163,17 @@ class _ImageQuality(keras.metrics.Mean):
         self.y_channel = y_channel
         self.crop_border = crop_border
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        values = type(self).measure(
+    def _measure(self, y_true, y_pred):
+        return type(self).measure(
             _to_unit_range(y_true, self.value_range),
             _to_unit_range(y_pred, self.value_range),
             1.0,
             y_channel=self.y_channel,
             crop_border=self.crop_border,
         )
-        return super().update_state(values, sample_weight=sample_weight)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(self._measure(y_true, y_pred), sample_weight=sample_weight)
 
     def get_config(self):
         config = super().get_config()
@@ -185,18 +187,32 @@ class _ImageQuality(keras.metrics.Mean):
 class PSNR(_ImageQuality):
     """Mean PSNR (dB) for ``fit``/``evaluate``; images in ``value_range`` (default [-1, 1]).
 
-    Identical images give ``inf``, which makes the epoch's mean ``inf``; with
-    real outputs that does not happen.
+    Each image's PSNR is capped at ``max_db`` (default 100 dB) before the mean:
+    identical images (a dry training pair that a restoring generator copies) have an
+    infinite PSNR, which would make the whole epoch's mean ``inf``. The plain
+    function :func:`psnr` is not capped.
 
     Example:
+        >>> import numpy as np
         >>> from keras_derain.metrics import PSNR
-        >>> metric = PSNR(y_channel=True)
+        >>> metric = PSNR()
+        >>> metric.update_state(np.zeros((2, 8, 8, 3)), np.zeros((2, 8, 8, 3)))
+        >>> float(metric.result())
+        100.0
     """
 
     measure = staticmethod(psnr)
 
-    def __init__(self, name="psnr", **kwargs):
+    def __init__(self, name="psnr", max_db=100.0, **kwargs):
         super().__init__(name=name, **kwargs)
+        self.max_db = float(max_db)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values = tf.minimum(self._measure(y_true, y_pred), self.max_db)
+        return keras.metrics.Mean.update_state(self, values, sample_weight=sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "max_db": self.max_db}
 
 
 @keras.saving.register_keras_serializable(package="keras_derain")

@@ -108,6 +108,20 @@ def test_metric_classes_average_over_batches():
     assert float(metric.result()) == 0.0
 
 
+def test_psnr_metric_caps_identical_images_so_the_mean_stays_finite():
+    # A restoring generator copies a dry pair exactly: infinite PSNR, which would make the epoch's mean inf.
+    clean, candidate = noisy_pair(0)
+    to_signed = lambda image: image.astype(np.float32) / 127.5 - 1.0  # noqa: E731
+    metric = PSNR(max_db=60.0)
+    metric.update_state(to_signed(clean)[None], to_signed(candidate)[None])
+    metric.update_state(to_signed(clean)[None], to_signed(clean)[None])
+    want = (reference(clean, candidate, False)[0] + 60.0) / 2
+    assert abs(float(metric.result()) - want) < PSNR_TOL
+    assert np.isinf(float(psnr(clean, clean, 255)))  # the plain function stays uncapped
+    restored = keras.metrics.deserialize(keras.metrics.serialize(metric))
+    assert restored.max_db == 60.0
+
+
 def test_metric_config_round_trip():
     metric = SSIM(y_channel=True, crop_border=2, value_range=(0, 1))
     restored = keras.metrics.deserialize(keras.metrics.serialize(metric))
