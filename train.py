@@ -5,6 +5,7 @@ keras_derain.training.train. Run ``python train.py --help`` for the flags.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -41,6 +42,8 @@ def parse_args(argv=None):
                       "pairs shot by two cameras or at two exposures")
     data.add_argument("--lens-fraction", type=float, help="share of synthetic batches rendered in the lens style "
                       "(default: synthetic_dataset's, 0.25)")
+    data.add_argument("--drops", metavar="JSON", help="window-style RaindropOptions overrides for the rendered drops, "
+                      "as JSON, e.g. '{\"density\": 0.5, \"dry_fraction\": 0.2}' (the lens style is unchanged)")
     preset = parser.add_argument_group("overrides of the preset (unset: the preset's value)")
     for flag, kind, text in [
         ("--epochs", int, "epochs"), ("--batch-size", int, "pairs per step"),
@@ -100,6 +103,17 @@ def main(argv=None):
         return fail(f"--real-fraction must be in (0, 1], got {args.real_fraction}")
     if args.lens_fraction is not None and not 0.0 <= args.lens_fraction <= 1.0:
         return fail(f"--lens-fraction must be in [0, 1], got {args.lens_fraction}")
+    drops = None
+    if args.drops is not None:
+        try:
+            drops = json.loads(args.drops)
+            if not isinstance(drops, dict):
+                raise ValueError("not a JSON object")
+            from keras_derain.data.raindrops import raindrop_options
+
+            raindrop_options(**drops)
+        except (ValueError, TypeError) as error:
+            return fail(f"--drops: {error}")
     if args.patience is not None and args.patience <= 0:
         return fail(f"--patience must be a positive integer, got {args.patience}")
     if args.strategy == "multiworker" and not args.name:
@@ -126,6 +140,7 @@ def main(argv=None):
             args.real_fraction = data.get("real_fraction")
             args.color_match = data.get("colour_match", False)
             args.lens_fraction = data.get("lens_fraction")
+            drops = data.get("drop_options")
             start = record.get("start") or {}
             args.init = (start.get("init") or {}).get("model")
             args.patience = start.get("patience")
@@ -160,7 +175,7 @@ def main(argv=None):
                         resume=args.resume, verbose=2 if args.quiet else "auto", strategy=args.strategy,
                         mixed_precision=args.mixed_precision, jit=args.jit, init=args.init,
                         real_fraction=args.real_fraction, colour_match=args.color_match,
-                        lens_fraction=args.lens_fraction, patience=args.patience)
+                        lens_fraction=args.lens_fraction, drop_options=drops, patience=args.patience)
     except (ValueError, DatasetError, TrainingError) as error:
         return fail(str(error))
     except KeyboardInterrupt:

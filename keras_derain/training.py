@@ -344,7 +344,7 @@ def wants_mask(config):
 
 
 def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=None, colour_match=False,
-               lens_fraction=None):
+               lens_fraction=None, drop_options=None):
     """Training dataset, fixed validation arrays and a description of the data.
 
     Args:
@@ -357,17 +357,26 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
         colour_match: match each real clean image's colour to its rainy partner
             (`keras_derain.data.pairs.colour_match`).
         lens_fraction: share of synthetic batches in the lens style
-            (``synthetic_dataset``'s option; None: its default).
+            (``synthetic_dataset``'s option; None: its default, 0.25).
+        drop_options: a dict of window-style ``RaindropOptions`` overrides for the
+            rendered drops (None: the defaults). The lens style is unchanged.
 
     Returns:
         ``(train_dataset, steps_per_epoch, (val_rainy, val_clean), description)``.
     """
     from keras_derain.data import find_pairs, paired_dataset
-    from keras_derain.data.synthetic import clean_image_paths, synthetic_dataset
+    from keras_derain.data.synthetic import DEFAULT_LENS_FRACTION, clean_image_paths, synthetic_dataset
 
     crop, batch, seed = config["crop_size"], config["batch_size"], config["seed"]
     steps = config["steps_per_epoch"]
     mask = wants_mask(config)
+    rendering = {"return_mask": mask, "lens_fraction": lens_fraction}
+    if drop_options:
+        from keras_derain.data.raindrops import raindrop_options
+
+        # With options, synthetic_dataset's lens share would default to 0: keep its usual default.
+        rendering = {"return_mask": mask, "raindrop_options": raindrop_options(**drop_options),
+                     "lens_fraction": DEFAULT_LENS_FRACTION if lens_fraction is None else lens_fraction}
     if data is not None:
         if real_fraction is None:
             real_fraction = 0.5 if clean_dir is not None else 1.0
@@ -396,25 +405,24 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
                        "val": str(val), "val_split": val_split, "colour_match": colour_match}
         if mixed:
             paths = clean_image_paths(clean_dir)
-            rendered = synthetic_dataset(paths, crop_size=crop, batch_size=batch, seed=seed, return_mask=mask,
-                                         lens_fraction=lens_fraction)
+            rendered = synthetic_dataset(paths, crop_size=crop, batch_size=batch, seed=seed, **rendering)
             train = mix(train, rendered, real_fraction, batch, seed)
             # One pass over the real pairs per epoch, on average.
             steps = steps or max(1, math.ceil(train_pairs / (batch * real_fraction)))
             description.update(kind="mixed", real_fraction=real_fraction, lens_fraction=lens_fraction,
+                               drop_options=drop_options or None,
                                clean=str(clean_dir) if clean_dir else "built-in",
                                train_images=[path.name for path in paths])
     else:
         paths = clean_image_paths(clean_dir)
         held_out = max(1, len(paths) // 8) if len(paths) > 1 else 0
         train_paths, val_paths = paths[: len(paths) - held_out], paths[len(paths) - held_out :] or paths
-        train = synthetic_dataset(train_paths, crop_size=crop, batch_size=batch, seed=seed,
-                                  return_mask=mask, lens_fraction=lens_fraction)
+        train = synthetic_dataset(train_paths, crop_size=crop, batch_size=batch, seed=seed, **rendering)
         validation = synthetic_dataset(val_paths, crop_size=crop, batch_size=1, seed=VALIDATION_SEED)
         steps = steps or max(1, math.ceil(len(train_paths) / batch))
         val_pairs = VALIDATION_PAIRS
         description = {"kind": "synthetic", "clean": str(clean_dir) if clean_dir else "built-in",
-                       "lens_fraction": lens_fraction,
+                       "lens_fraction": lens_fraction, "drop_options": drop_options or None,
                        "train_images": [path.name for path in train_paths],
                        "val_images": [path.name for path in val_paths]}
     val_rainy, val_clean = _materialise(
@@ -664,6 +672,7 @@ def train(
     real_fraction=None,
     colour_match=False,
     lens_fraction=None,
+    drop_options=None,
     patience=None,
 ):
     """Train a DerainGAN as ``config`` says and write the run folder ``run_dir``.
@@ -684,7 +693,7 @@ def train(
         init: start from this generator (see :func:`load_init`) instead of
             random weights; the discriminator starts fresh unless it is a whole
             saved ``DerainGAN``.
-        real_fraction, colour_match, lens_fraction: see :func:`build_data`.
+        real_fraction, colour_match, lens_fraction, drop_options: see :func:`build_data`.
         patience: stop after this many epochs without a better validation score.
 
     Returns:
@@ -722,7 +731,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     train_data, steps, (val_rainy, val_clean), description = build_data(
         config, data, val, clean_dir, real_fraction=real_fraction, colour_match=colour_match,
-        lens_fraction=lens_fraction,
+        lens_fraction=lens_fraction, drop_options=drop_options,
     )
     runtime = {"strategy": strategy, "replicas": replicas, "mixed_precision": mixed_precision,
                "jit_compile": jit_compile, "gpus": len(tf.config.list_physical_devices("GPU"))}

@@ -251,6 +251,9 @@ def test_nan_losses_stop_the_run_with_a_clear_error(tmp_path):
         (["--strategy", "multiworker"], "--strategy multiworker needs --name"),
         (["--beta-1", "1.0"], "--beta-1 must be in [0, 1)"),
         (["--seed", "-1"], "--seed must be an integer in [0, 2**32)"),
+        (["--drops", '{"density": 7}'], "--drops: raindrop option density=7 is outside"),
+        (["--drops", '{"sizes": 1}'], "--drops: unknown raindrop option(s) ['sizes']"),
+        (["--drops", "density=0.5"], "--drops: Expecting value"),
     ],
 )
 def test_bad_flags_fail_before_training(tmp_path, capsys, argv, message):
@@ -259,6 +262,18 @@ def test_bad_flags_fail_before_training(tmp_path, capsys, argv, message):
     assert error.startswith("error: ") and message in error
     assert len(error.splitlines()) == 1
     assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_drop_options_reach_the_renderer_and_the_record(tmp_path):
+    config = resolve("restoration", builtin_data=True, **TINY)
+    # All dry (window style only): every rendered pair is its clean image, which the defaults never give.
+    train, _, _, description = training.build_data(config, drop_options={"dry_fraction": 1.0}, lens_fraction=0.0)
+    rainy, clean, mask = next(iter(train))
+    np.testing.assert_array_equal(rainy.numpy(), clean.numpy())
+    assert float(np.max(mask)) == 0.0
+    assert description["drop_options"] == {"dry_fraction": 1.0} and description["lens_fraction"] == 0.0
+    rainy, clean, _ = next(iter(training.build_data(config)[0]))
+    assert not np.array_equal(rainy.numpy(), clean.numpy())  # the defaults render drops
 
 
 def test_data_folder_without_pairs(tmp_path, capsys):

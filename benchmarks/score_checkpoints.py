@@ -1,0 +1,105 @@
+"""Score generators (a run's per-epoch checkpoints, or any model files) on what issue #12 asks of a shipped model.
+
+For each model it measures, with the official Y protocol (`keras_derain.evaluate`):
+- ``raindrop_real``: mean PSNR-Y / SSIM-Y, and each pair's SSIM-Y against its input's;
+- ``raindrop_real_lens``: mean PSNR-Y / SSIM-Y (100 pairs);
+- dry photos: PSNR (RGB, dB) of the derained photo against the photo itself, for the clean
+  images of both real sets and the built-in photos (the minimum and the mean of each group).
+
+This is how a model trained on rendered drops only is *selected* on the real pairs; it never
+trains on them. Results are cached in ``--out`` (JSON lines), so a rerun scores only new files.
+
+    python benchmarks/score_checkpoints.py ~/runs/rest-ln/epochs/*.keras --out benchmarks/results/rest-ln.jsonl
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+
+def dry_scores(derainer, paths):
+    """PSNR (RGB) of each photo against its derained self; 38 dB is the bar for 'unchanged'."""
+    import numpy as np
+
+    from keras_derain.data.images import read_rgb
+    from keras_derain.metrics import psnr
+
+    values = []
+    for path in paths:
+        image = read_rgb(path)
+        values.append(float(psnr(derainer.derain(image), image, 255)))
+    return {"min": min(values), "mean": float(np.mean(values)), "n": len(values)}
+
+
+def score(model_path):
+    from keras_derain.data import find_pairs
+    from keras_derain.evaluate import evaluate
+    from keras_derain.inference import Derainer
+
+    derainer = Derainer(model_path)
+    row = {"model": str(model_path)}
+    window = evaluate(derainer, find_pairs(SHARED / "raindrop_real"))
+    lens = evaluate(derainer, find_pairs(SHARED / "raindrop_real_lens"))
+    for name, result in (("window", window), ("lens", lens)):
+        for side in ("input", "model"):
+            for key in ("psnr_y", "ssim_y"):
+                row[f"{name}_{side}_{key}"] = result["means"][side][key]
+    row["window_ssim_each"] = [(image["input_ssim_y"], image["model_ssim_y"]) for image in window["images"]]
+    builtin = sorted((ROOT / "keras_derain" / "data" / "builtin").glob("*.jpg"))
+    row["dry_builtin"] = dry_scores(derainer, builtin)
+    row["dry_window"] = dry_scores(derainer, [clean for _, clean in find_pairs(SHARED / "raindrop_real")])
+    row["dry_lens"] = dry_scores(derainer, [clean for _, clean in find_pairs(SHARED / "raindrop_real_lens")][:20])
+    return row
+
+
+def line(row):
+    gain_w = row["window_model_psnr_y"] - row["window_input_psnr_y"]
+    gain_l = row["lens_model_psnr_y"] - row["lens_input_psnr_y"]
+    each = all(model >= before for before, model in row["window_ssim_each"])
+    return (f"| {Path(row['model']).name} | {row['window_model_psnr_y']:.2f} / {row['window_model_ssim_y']:.4f} "
+            f"| {gain_w:+.2f} dB, SSIM each >= input: {'yes' if each else 'no'} "
+            f"| {row['lens_model_psnr_y']:.2f} / {row['lens_model_ssim_y']:.4f} "
+            f"| {gain_l:+.2f} dB / {row['lens_model_ssim_y'] - row['lens_input_ssim_y']:+.4f} "
+            f"| {row['dry_builtin']['min']:.1f} / {row['dry_window']['min']:.1f} / {row['dry_lens']['min']:.1f} |")
+
+
+HEADER = ("| model | raindrop_real PSNR-Y / SSIM-Y | change | lens PSNR-Y / SSIM-Y | change "
+          "| dry min dB (built-in / window clean / lens clean) |\n| --- | --- | --- | --- | --- | --- |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", type=Path, help="model files (.keras, .npz, built-in names)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON-lines cache of the scores")
+    args = parser.parse_args(argv)
+    if not (SHARED / "raindrop_real").is_dir():
+        print(f"error: {SHARED}: the shared real pairs are not here", file=sys.stderr)
+        return 2
+    done = {}
+    if args.out.exists():
+        for text in args.out.read_text().splitlines():
+            row = json.loads(text)
+            done[row["model"]] = row
+    for model in args.models:
+        if str(model) in done:
+            continue
+        started = time.perf_counter()
+        row = score(model)
+        row["seconds"] = round(time.perf_counter() - started, 1)
+        done[str(model)] = row
+        with args.out.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+    print(HEADER)
+    for model in args.models:
+        print(line(done[str(model)]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
