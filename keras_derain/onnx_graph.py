@@ -29,8 +29,16 @@ onnxruntime spends its time on the shape arithmetic. The path here:
    No library does these: the sizes are symbolic, so the onnx optimizer and
    onnxruntime's constant folding cannot prove the arithmetic constant.
 3. tf2onnx's own graph optimizer (``GraphUtil.optimize_model_proto``) then
-   cancels the layout transposes that the rewrites freed, and unused nodes are
-   dropped.
+   cancels the layout transposes that the rewrites freed; the ``Reshape`` it
+   leaves after each per-channel mean is the identity and is dropped
+   (`drop_identity_reshapes`, with ranks from ``onnx.shape_inference``), and
+   unused nodes are dropped.
+
+The restoration generator's per-pixel LayerNorm (over channels) stays as eight
+static element-wise ops (``ReduceMean`` over axis 1, ``Sub``, ``Mul``, ``Sqrt``,
+``Reciprocal``, ...): ONNX's ``LayerNormalization`` normalises every axis from
+``axis`` to the last, which in NCHW would take height and width too, so there is
+no single standard op for it without layout transposes around each norm.
 
 What is left of the shipped Pix2Pix generator: one ``Transpose`` at the input
 and one at the output (the file keeps the NHWC contract), convolutions,
@@ -362,8 +370,54 @@ def static_resize_scales(graph, layers):
     return folded
 
 
+def drop_identity_reshapes(graph):
+    """Remove ``Reshape`` nodes that give back their input's shape; return how many.
+
+    tf2onnx leaves one after each per-channel ``ReduceMean`` (keepdims) whose
+    layout transpose it cancelled: shape ``[-1, 1, 0, 0]`` on an ``[N, 1, H, W]``
+    tensor (0 copies a dimension, -1 takes what is left). A reshape is dropped
+    when its shape is a constant of the input's rank made of 0 (copy), at most one
+    -1, and 1 only on axes a keepdims ``ReduceMean`` made 1; the input is used directly.
+    """
+    from onnx import helper
+
+    dropped = 0
+    for node in list(graph.graph.node):
+        if node.op_type != "Reshape" or len(node.input) < 2:
+            continue
+        shape = graph.value(node.input[1])
+        producer = graph.producer(node.input[0])
+        if shape is None or producer is None or producer.op_type != "ReduceMean":
+            continue
+        keepdims = next((helper.get_attribute_value(a) for a in producer.attribute if a.name == "keepdims"), 1)
+        axes = _reduce_axes(graph, producer)
+        if not keepdims or axes is None:
+            continue
+        shape = [int(value) for value in np.asarray(shape).ravel()]
+        ones = {index for index, value in enumerate(shape) if value == 1}
+        if shape.count(-1) > 1 or not ones <= set(axes) or any(v not in (0, 1, -1) for v in shape):
+            continue
+        # Rank check: the -1 must stand for exactly the one dimension left (rank of the input = len(shape)).
+        rank = _input_rank(graph, producer)
+        if rank != len(shape) or any(axis >= rank for axis in axes):
+            continue
+        graph.rewire(node.output[0], node.input[0])
+        dropped += 1
+    return dropped
+
+
+def _input_rank(graph, node):
+    """The rank of ``node``'s first input where the graph says it (4 for NCHW feature maps), else None."""
+    tensor = node.input[0]
+    for info in [*graph.graph.value_info, *graph.graph.input, *graph.graph.output]:
+        if info.name == tensor and info.type.tensor_type.HasField("shape"):
+            return len(info.type.tensor_type.shape.dim)
+    return None
+
+
 def simplify(model, generator):
     """Apply the rewrites for ``generator``'s twin layers, then tf2onnx's optimizer; return counts."""
+    import onnx
     from tf2onnx.graph import GraphUtil
 
     layers = {layer.name: layer for layer in generator.layers}
@@ -375,7 +429,10 @@ def simplify(model, generator):
     }
     graph.prune()
     optimized = GraphUtil.optimize_model_proto(model, catch_errors=False)
+    # The ranks that drop_identity_reshapes checks come from ONNX's own shape inference.
+    optimized = onnx.shape_inference.infer_shapes(optimized)
     graph = _Graph(optimized)
+    counts["identity Reshape removed"] = drop_identity_reshapes(graph)
     graph.prune()
     return optimized, counts
 
