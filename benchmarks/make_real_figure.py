@@ -57,7 +57,7 @@ def main(argv=None):
     width = max(row.shape[1] for row in rows)
     rows = [np.pad(row, ((0, 4), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows]
     with atomic_output(args.out) as path:
-        Image.fromarray(np.concatenate(rows, axis=0)).save(path, format="JPEG", quality=88)
+        Image.fromarray(np.concatenate(rows, axis=0)).save(path, format="JPEG", quality=80)
     print(f"wrote {args.out} ({len(photos)} photos x {len(args.models)} models)")
     return 0
 
