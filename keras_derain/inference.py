@@ -83,7 +83,7 @@ def builtin_models():
 
     Example:
         >>> sorted(builtin_models())  # doctest: +SKIP
-        ['default', 'lens']
+        ['default', 'lens', 'restoration']
     """
     models = {}
     for path in sorted(DEFAULT_WEIGHTS_DIR.iterdir()) if DEFAULT_WEIGHTS_DIR.is_dir() else []:
