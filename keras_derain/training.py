@@ -372,11 +372,9 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
     mask = wants_mask(config)
     rendering = {"return_mask": mask, "lens_fraction": lens_fraction}
     if drop_options:
-        from keras_derain.data.raindrops import raindrop_options
-
         # With options, synthetic_dataset's lens share would default to 0: keep its usual default.
-        rendering = {"return_mask": mask, "raindrop_options": raindrop_options(**drop_options),
-                     "lens_fraction": DEFAULT_LENS_FRACTION if lens_fraction is None else lens_fraction}
+        rendering.update(raindrop_options=drop_options,
+                         lens_fraction=DEFAULT_LENS_FRACTION if lens_fraction is None else lens_fraction)
     if data is not None:
         if real_fraction is None:
             real_fraction = 0.5 if clean_dir is not None else 1.0
