@@ -29,10 +29,10 @@ onnxruntime spends its time on the shape arithmetic. The path here:
    No library does these: the sizes are symbolic, so the onnx optimizer and
    onnxruntime's constant folding cannot prove the arithmetic constant.
 3. tf2onnx's own graph optimizer (``GraphUtil.optimize_model_proto``) then
-   cancels the layout transposes that the rewrites freed; the ``Reshape`` it
-   leaves after each per-channel mean is the identity and is dropped
-   (`drop_identity_reshapes`, with ranks from ``onnx.shape_inference``), and
-   unused nodes are dropped.
+   cancels the layout transposes that the rewrites freed; the reshapes it
+   leaves after each per-channel mean come back to the mean's shape and are
+   dropped (`drop_identity_reshapes`, with shapes from
+   ``onnx.shape_inference``), and unused nodes are dropped.
 
 The restoration generator's per-pixel LayerNorm (over channels) stays as eight
 static element-wise ops (``ReduceMean`` over axis 1, ``Sub``, ``Mul``, ``Sqrt``,
@@ -370,49 +370,62 @@ def static_resize_scales(graph, layers):
     return folded
 
 
+_RESHAPES = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")
+
+
 def drop_identity_reshapes(graph):
-    """Remove ``Reshape`` nodes that give back their input's shape; return how many.
+    """Remove chains of reshapes that end at their start's shape; return how many chains.
 
-    tf2onnx leaves one after each per-channel ``ReduceMean`` (keepdims) whose
-    layout transpose it cancelled: shape ``[-1, 1, 0, 0]`` on an ``[N, 1, H, W]``
-    tensor (0 copies a dimension, -1 takes what is left). A reshape is dropped
-    when its shape is a constant of the input's rank made of 0 (copy), at most one
-    -1, and 1 only on axes a keepdims ``ReduceMean`` made 1; the input is used directly.
+    tf2onnx's optimizer leaves, after a per-channel ``ReduceMean`` (keepdims) whose
+    layout transpose it cancelled, either one ``Reshape`` (shape ``[-1, 1, 0, 0]`` on
+    an ``[N, 1, H, W]`` tensor) or a chain ``Unsqueeze``, ``Reshape``, ``Squeeze``,
+    ``Reshape`` that comes back to ``[N, 1, H, W]``. Reshape, Squeeze, Unsqueeze and
+    Flatten never move an element, so a chain of them is the identity exactly when
+    its output has its input's shape. The shapes come from ``onnx.shape_inference``
+    (run by the caller); they are the same when every axis is the same number or
+    the same symbol, except at most one axis: the element count is kept, so that
+    one is equal too. Links inside a chain must have no other reader.
     """
-    from onnx import helper
-
+    shapes = _inferred_shapes(graph)
+    outputs = {output.name for output in graph.graph.output}
     dropped = 0
     for node in list(graph.graph.node):
-        if node.op_type != "Reshape" or len(node.input) < 2:
+        if node.op_type not in _RESHAPES or node.output[0] not in shapes:
             continue
-        shape = graph.value(node.input[1])
-        producer = graph.producer(node.input[0])
-        if shape is None or producer is None or producer.op_type != "ReduceMean":
-            continue
-        keepdims = next((helper.get_attribute_value(a) for a in producer.attribute if a.name == "keepdims"), 1)
-        axes = _reduce_axes(graph, producer)
-        if not keepdims or axes is None:
-            continue
-        shape = [int(value) for value in np.asarray(shape).ravel()]
-        ones = {index for index, value in enumerate(shape) if value == 1}
-        if shape.count(-1) > 1 or not ones <= set(axes) or any(v not in (0, 1, -1) for v in shape):
-            continue
-        # Rank check: the -1 must stand for exactly the one dimension left (rank of the input = len(shape)).
-        rank = _input_rank(graph, producer)
-        if rank != len(shape) or any(axis >= rank for axis in axes):
-            continue
-        graph.rewire(node.output[0], node.input[0])
-        dropped += 1
+        target, start, link = shapes[node.output[0]], None, node
+        while link is not None and link.op_type in _RESHAPES:
+            tensor = link.input[0]
+            if _same_shape(shapes.get(tensor), target):
+                start = tensor
+            producer = graph.producer(tensor)
+            if producer is None or tensor in outputs or len(graph.consumers(tensor)) != 1:
+                break
+            link = producer
+        if start is not None:
+            graph.rewire(node.output[0], start)
+            dropped += 1
     return dropped
 
 
-def _input_rank(graph, node):
-    """The rank of ``node``'s first input where the graph says it (4 for NCHW feature maps), else None."""
-    tensor = node.input[0]
+def _inferred_shapes(graph):
+    """``{tensor: [int or symbol or None per axis]}`` for tensors whose rank the graph states."""
+    shapes = {}
     for info in [*graph.graph.value_info, *graph.graph.input, *graph.graph.output]:
-        if info.name == tensor and info.type.tensor_type.HasField("shape"):
-            return len(info.type.tensor_type.shape.dim)
-    return None
+        if info.type.tensor_type.HasField("shape"):
+            shapes[info.name] = [
+                dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or None)
+                for dim in info.type.tensor_type.shape.dim
+            ]
+    return shapes
+
+
+def _same_shape(first, second):
+    """Whether two inferred shapes of tensors with equal element counts are provably the same."""
+    if first is None or second is None or len(first) != len(second):
+        return False
+    unproven = [a is None or b is None or a != b for a, b in zip(first, second)]
+    known_apart = any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(first, second))
+    return not known_apart and sum(unproven) <= 1
 
 
 def simplify(model, generator):
@@ -429,7 +442,7 @@ def simplify(model, generator):
     }
     graph.prune()
     optimized = GraphUtil.optimize_model_proto(model, catch_errors=False)
-    # The ranks that drop_identity_reshapes checks come from ONNX's own shape inference.
+    # The shapes that drop_identity_reshapes compares come from ONNX's own shape inference.
     optimized = onnx.shape_inference.infer_shapes(optimized)
     graph = _Graph(optimized)
     counts["identity Reshape removed"] = drop_identity_reshapes(graph)

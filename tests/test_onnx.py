@@ -105,3 +105,46 @@ def test_cli_without_model_or_runs_says_what_to_pass(tmp_path, capsys):
     assert export_cli.main(["--runs-dir", str(tmp_path / "runs")]) == 2
     error = capsys.readouterr().err
     assert "pass --model NAME (built in: default" in error and ".npz" in error
+
+
+def _reshape_chain_model(final_shape):
+    """[N, 1, H, W] -> Unsqueeze -> Reshape -> Squeeze -> Reshape(final_shape) -> Relu, like tf2onnx leaves."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    constants = {
+        "axes": np.array([0], np.int64),
+        "six": np.array([1, 1, -1, 0, 0, 1], np.int64),
+        "final": np.array(final_shape, np.int64),
+    }
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "axes"], ["a"]),
+        helper.make_node("Reshape", ["a", "six"], ["b"]),
+        helper.make_node("Squeeze", ["b", "axes"], ["c"]),
+        helper.make_node("Reshape", ["c", "final"], ["d"]),
+        helper.make_node("Relu", ["d"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(value, name) for name, value in constants.items()],
+    )
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+@pytest.mark.parametrize("final_shape, identity", [([-1, 1, 0, 0], True), ([0, 0, -1, 1], False)])
+def test_reshape_chains_are_dropped_only_where_they_come_back_to_their_shape(final_shape, identity):
+    import onnxruntime
+
+    from keras_derain.onnx_graph import _Graph, drop_identity_reshapes
+
+    model = _reshape_chain_model(final_shape)
+    x = np.random.default_rng(0).normal(size=(2, 1, 3, 5)).astype(np.float32)
+    before = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    graph = _Graph(model)
+    assert drop_identity_reshapes(graph) == int(identity)
+    graph.prune()
+    after = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(after, before)
+    assert ("Reshape" in op_histogram(model)) != identity
