@@ -64,6 +64,8 @@ def parse_args(argv=None):
         ("--fft-weight", float, "weight of the L1 distance of the Fourier transforms"),
         ("--mask-weight", float, "weight of the drop-mask BCE (generators with a mask head)"),
         ("--nce-weight", float, "weight of PatchNCE, the contrastive loss on the discriminator's features"),
+        ("--ema-momentum", float, "keep an exponential moving average of the generator's weights with this "
+         "momentum (e.g. 0.999) and validate and save it; 0: off"),
     ]:
         preset.add_argument(flag, type=kind, help=text)
     run = parser.add_argument_group("run")
@@ -152,12 +154,9 @@ def main(argv=None):
                 args.mixed_precision = "on" if runtime["mixed_precision"] else "off"
             print(f"resuming {run_dir} (its config.json, {config['epochs']} epochs; other flags are ignored)")
         else:
+            # Every preset option that has a flag (all but arch and latent_dim).
             overrides = {
-                name: getattr(args, name)
-                for name in ("epochs", "batch_size", "g_lr", "d_lr", "beta_1", "real_label", "fake_label",
-                             "label_flip", "g_steps", "l1_weight", "crop_size", "base_channels",
-                             "steps_per_epoch", "seed", "adversarial_weight", "charbonnier_weight",
-                             "ssim_weight", "fft_weight", "mask_weight", "nce_weight")
+                name: getattr(args, name) for name in PRESETS["pix2pix"] if name != "arch" and hasattr(args, name)
             }
             builtin = args.data is None and args.clean_dir is None
             if args.init is not None:

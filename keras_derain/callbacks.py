@@ -170,6 +170,67 @@ class GeneratorCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class GeneratorEMA(keras.callbacks.Callback):
+    """Validate and save the moving average of the generator's weights, train the raw weights.
+
+    The generator's optimizer keeps the average (Keras' ``use_ema=True``, the
+    exponential moving average of the weights after each step). Keras'
+    ``SwapEMAWeights`` swaps ``model.optimizer``'s average in; a ``DerainGAN`` has
+    two optimizers, so this does the same for ``model.g_optimizer``: the average
+    is in the generator during each evaluation and from each epoch's end to the
+    next epoch's start, so the callbacks after this one (validation, checkpoints,
+    samples) see it, and the generator holds it when ``fit`` returns.
+
+    List it after ``BackupAndRestore``, so that the saved training state holds
+    the raw weights beside their average, and before the callbacks that should
+    see the average.
+
+    Example::
+
+        gan.fit(data, epochs=5, callbacks=[backup, GeneratorEMA(), checkpoint])
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._swapped = False  # whether the generator holds the average now
+
+    def _optimizer(self):
+        optimizer = self.model.g_optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # a loss-scale wrapper
+        if not getattr(optimizer, "use_ema", False):
+            raise ValueError("GeneratorEMA needs a generator optimizer with use_ema=True")
+        return optimizer
+
+    def _swap(self):
+        optimizer = self._optimizer()
+        if not optimizer.iterations.numpy():
+            return  # no step yet: the average is not set (Keras copies the weights at the first step)
+        for variable, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+            weights = keras.ops.convert_to_numpy(variable)
+            variable.assign(average)
+            average.assign(weights)
+        self._swapped = not self._swapped
+
+    def _to(self, averaged):
+        if self._swapped != averaged:
+            self._swap()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._to(False)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._to(False)
+
+    def on_test_begin(self, logs=None):
+        self._to(True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._to(True)
+
+    def on_train_end(self, logs=None):
+        self._to(True)
+
+
 class StopOnNaN(keras.callbacks.Callback):
     """Stop training when a loss becomes NaN or infinite, remembering which and when.
 

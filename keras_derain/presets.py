@@ -74,6 +74,9 @@ LOSS_WEIGHTS = {
 }
 for _preset in PRESETS.values():
     _preset.update(LOSS_WEIGHTS)
+    # Momentum of the exponential moving average of the generator's weights
+    # (Polyak averaging, Keras' ``use_ema``); 0: off, as in the study.
+    _preset["ema_momentum"] = 0.0
 
 PRESETS["restoration"] = {
     "arch": "restoration",
@@ -98,6 +101,7 @@ PRESETS["restoration"] = {
     "fft_weight": 10.0,
     "mask_weight": 20.0,
     "nce_weight": 0.0,
+    "ema_momentum": 0.0,
 }
 
 PENALTIES = {"real_label": 0.9, "fake_label": 0.1, "g_lr": 5e-4, "d_lr": 2e-4}

@@ -5,7 +5,8 @@ A run folder ``runs/NAME/`` holds:
 - ``config.json``: the resolved options, what differs from the preset, the data,
   the versions and the command;
 - ``history.csv``: one row per epoch (Keras ``CSVLogger``);
-- ``best.keras`` (best validation PSNR) and ``last.keras``: the generator;
+- ``best.keras`` (best validation PSNR) and ``last.keras``: the generator (with
+  ``--ema-momentum``, the moving average of its weights, which is also what is validated);
 - ``samples/epoch_NNN.png``: rainy | generated | clean on a fixed validation batch;
 - ``plots.png``: G and D losses, PSNR, discriminator accuracy, L1;
 - ``summary.json``: the validation PSNR of the rainy input and of the best generator;
@@ -41,7 +42,15 @@ import tensorflow as tf
 
 from keras_derain import __version__
 from keras_derain.atomic import atomic_output
-from keras_derain.callbacks import GeneratorCheckpoint, HistoryPlots, PairValidation, SampleGrid, StopOnNaN, to_uint8
+from keras_derain.callbacks import (
+    GeneratorCheckpoint,
+    GeneratorEMA,
+    HistoryPlots,
+    PairValidation,
+    SampleGrid,
+    StopOnNaN,
+    to_uint8,
+)
 from keras_derain.gan import DerainGAN
 from keras_derain.metrics import psnr
 from keras_derain.models import float32_copy, required_multiple
@@ -76,6 +85,8 @@ def check_config(config):
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {config[name]!r}")
     if not 0.0 <= config["label_flip"] <= 0.5:
         raise ValueError(f"--label-flip must be in [0, 0.5], got {config['label_flip']!r}")
+    if not 0.0 <= config.get("ema_momentum", 0.0) < 1.0:
+        raise ValueError(f"--ema-momentum must be in [0, 1), got {config['ema_momentum']!r}")
     if not 0.0 <= config["beta_1"] < 1.0:
         raise ValueError(f"--beta-1 must be in [0, 1), got {config['beta_1']!r}")
     if not isinstance(config["seed"], int) or not 0 <= config["seed"] < 2**32:
@@ -540,7 +551,10 @@ class ReplicaLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
 
 
 def _optimizers(config, mixed_precision):
-    g_optimizer = keras.optimizers.Adam(config["g_lr"], beta_1=config["beta_1"])
+    # Keras' own weight averaging: the g optimizer keeps the moving average; GeneratorEMA swaps it in.
+    ema = config.get("ema_momentum", 0.0)
+    g_optimizer = keras.optimizers.Adam(config["g_lr"], beta_1=config["beta_1"], use_ema=ema > 0,
+                                        ema_momentum=ema if ema > 0 else 0.99)
     d_optimizer = keras.optimizers.Adam(config["d_lr"], beta_1=config["beta_1"])
     if mixed_precision:
         # Dynamic loss scaling in both, so small float16 gradients do not vanish.
@@ -766,6 +780,9 @@ def train(
         _BackupAndRestore(str(backup), double_checkpoint=True, delete_checkpoint=True),
         stop_on_nan,
     ]
+    if config.get("ema_momentum", 0.0) > 0:
+        # After the backup (it keeps the raw weights), before what validates and saves the generator.
+        callbacks.append(GeneratorEMA())
     monitor = "val_psnr"
     if pair_validation is not None:
         callbacks.append(pair_validation)  # before the callbacks that read its scores from the logs

@@ -251,6 +251,7 @@ def test_nan_losses_stop_the_run_with_a_clear_error(tmp_path):
         (["--strategy", "multiworker"], "--strategy multiworker needs --name"),
         (["--beta-1", "1.0"], "--beta-1 must be in [0, 1)"),
         (["--seed", "-1"], "--seed must be an integer in [0, 2**32)"),
+        (["--ema-momentum", "1.0"], "--ema-momentum must be in [0, 1)"),
         (["--drops", '{"density": 7}'], "--drops: raindrop option density=7 is outside"),
         (["--drops", '{"sizes": 1}'], "--drops: unknown raindrop option(s) ['sizes']"),
         (["--drops", "density=0.5"], "--drops: Expecting value"),
@@ -294,3 +295,50 @@ def test_resume_of_the_restoration_preset(tmp_path, monkeypatch):
     assert {"g_mask", "g_charbonnier", "g_ssim", "g_fft"} <= set(history)
     generator = keras.saving.load_model(run / "best.keras")
     assert any(layer.name == "drop_mask" for layer in generator.layers)
+
+
+class WeightsSeen(keras.callbacks.Callback):
+    """The generator's first kernel as each training step begins and ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.begin, self.end = [], []
+
+    def _kernel(self):
+        return keras.ops.convert_to_numpy(self.model.generator.trainable_variables[0]).copy()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.begin.append(self._kernel())
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.end.append(self._kernel())
+
+
+def test_generator_ema_validates_the_average_and_trains_the_raw_weights():
+    from keras_derain.callbacks import GeneratorEMA
+
+    config = resolve("pix2pix", ema_momentum=0.5, **TINY)
+    gan = training.build_gan(config)
+    rng = np.random.default_rng(0)
+    rainy, clean = rng.uniform(-1, 1, (2, 2, 32, 32, 3)).astype(np.float32)
+    seen = WeightsSeen()
+    gan.fit(rainy, clean, batch_size=2, epochs=2, verbose=0, callbacks=[GeneratorEMA(), seen])
+    raw = seen.end  # one step an epoch
+    # Each step starts from the previous step's raw weights, not from the average swapped in at the epoch's end.
+    np.testing.assert_array_equal(seen.begin[1], raw[0])
+    # Keras' average: the first step's weights, then 0.5 * average + 0.5 * weights.
+    average = 0.5 * raw[0] + 0.5 * raw[1]
+    final = keras.ops.convert_to_numpy(gan.generator.trainable_variables[0])
+    np.testing.assert_allclose(final, average, atol=1e-6)
+    assert np.abs(final - raw[1]).max() > 1e-4  # the average is not the last weights
+
+
+def test_a_run_with_ema_resumes_with_its_average(tmp_path, monkeypatch):
+    config = resolve("restoration", builtin_data=True, epochs=3, ema_momentum=0.9, **TINY)
+    run = tmp_path / "run"
+    train_until_killed(config, run, monkeypatch)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Skipping variable loading")  # the average was not restored
+        training.train(config, run, resume=True, verbose=0)
+    assert epochs_logged(run) == [0, 1, 2]
+    assert json.loads((run / "config.json").read_text())["config"]["ema_momentum"] == 0.9

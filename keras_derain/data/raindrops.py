@@ -231,6 +231,9 @@ def raindrop_options(options=None, **overrides):
     return dataclasses.replace(options, **overrides)
 
 
+# Plain TensorFlow ops with no control flow on tensors: tf.data's map need not run
+# autograph over it, which took half of a dataset's build time (measured: 18 s -> 9 s).
+@tf.autograph.experimental.do_not_convert
 def render_raindrops(
     clean,
     *,
