@@ -67,6 +67,23 @@ def test_int8_export_runs_through_derainer(pix2pix):
     assert report["onnx-int8"]["psnr"] > 25
 
 
+def test_int8_quantises_the_inner_convolutions_only(pix2pix):
+    import onnx
+
+    from keras_derain.export import outer_convolutions
+
+    _, report = pix2pix
+    graph = onnx.load(str(report["onnx"]["path"])).graph
+    convolutions = [node.name for node in graph.node if node.op_type in ("Conv", "ConvTranspose")]
+    assert outer_convolutions(onnx.load(str(report["onnx"]["path"]))) == [convolutions[0], convolutions[-1]]
+    quantised = onnx.load(str(report["onnx-int8"]["path"])).graph
+    dequantised = {output for node in quantised.node if node.op_type == "DequantizeLinear" for output in node.output}
+    weights_quantised = [node.input[1] in dequantised for node in quantised.node
+                         if node.op_type in ("Conv", "ConvTranspose")]
+    # The first and the last convolution keep float weights; every other one reads int8 weights.
+    assert weights_quantised == [False] + [True] * (len(convolutions) - 2) + [False]
+
+
 def test_restoration_generator_exports_cleanly(tmp_path):
     from keras_derain.models import restoration_generator
 
