@@ -106,8 +106,9 @@ PRESETS["restoration"] = {
 
 PENALTIES = {"real_label": 0.9, "fake_label": 0.1, "g_lr": 5e-4, "d_lr": 2e-4}
 
-# The built-in synthetic default is a demo sized to train in about 10 minutes
-# on a 2-core CPU: 128x128 crops, 16 steps per epoch (800 steps for Pix2Pix).
+# The built-in synthetic default is a demo: 128x128 crops, 16 steps per epoch
+# (800 steps for Pix2Pix); about 10 minutes on an earlier 2-core AVX-512 CPU,
+# about 20 on the current AVX2 one (README, Quickstart).
 # In so few steps the plain preset (lr 2e-4) does not yet beat the rainy input
 # (measured: -0.06 dB), while the study's penalties do (about +1.5 dB at 800
 # steps), so the Pix2Pix demo uses them. Applied only when no --data or --clean-dir is

@@ -334,11 +334,11 @@ def test_generator_ema_validates_the_average_and_trains_the_raw_weights():
 
 
 def test_a_run_with_ema_resumes_with_its_average(tmp_path, monkeypatch):
-    config = resolve("restoration", builtin_data=True, epochs=3, ema_momentum=0.9, **TINY)
+    config = resolve("pix2pix", builtin_data=True, epochs=2, ema_momentum=0.9, **TINY)
     run = tmp_path / "run"
-    train_until_killed(config, run, monkeypatch)
+    train_until_killed(config, run, monkeypatch, epoch=1)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="Skipping variable loading")  # the average was not restored
         training.train(config, run, resume=True, verbose=0)
-    assert epochs_logged(run) == [0, 1, 2]
+    assert epochs_logged(run) == [0, 1]
     assert json.loads((run / "config.json").read_text())["config"]["ema_momentum"] == 0.9
