@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Generator ablation (issue #12): one change at a time, same seed, same budget, same rendered data,
+# scored on both shared real sets by benchmarks/sim2real.py. Rows go to benchmarks/results/ablation.md
+# (raw numbers in ablation.jsonl); each trained generator is kept in $ABLATION_DIR, and a row whose
+# model is already there is skipped, so a killed queue resumes where it stopped.
+#
+#   ABLATION_DIR=~/runs/ablation nohup benchmarks/ablation.sh > ~/runs/ablation/queue.log 2>&1 &
+#   python benchmarks/score_checkpoints.py ~/runs/ablation/*.keras --out benchmarks/results/ablation_scores.jsonl
+#
+# About 25 minutes a row on 2 CPU cores (1,000 steps of batch 8 on 128x128 crops, then scoring).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${ABLATION_DIR:-$HOME/runs/ablation}
+steps=${ABLATION_STEPS:-1000}
+mkdir -p "$dir"
+# The v3 window style with 20% dry pairs: what the shipped restoration model was trained on.
+drops='{"radius_range":[0.015,0.12],"view_tilt_range":[0.2,0.6],"contrast_range":[0.2,0.6],"haze_range":[0.2,0.5],"opacity_range":[0.75,1.0],"density":0.5,"tail":0.15,"elongation":1.15,"blur_range":[0.015,0.05],"shape_noise":0.08,"dry_fraction":0.2}'
+
+row() {  # label arch config name
+    if [ -f "$dir/$4.keras" ]; then echo "skip $4 (kept model found)"; return; fi
+    echo "== $(date +%T) $1"
+    python benchmarks/sim2real.py --label "$1" --arch "$2" --config "$3" --seed 0 --steps "$steps" \
+        --options "$drops" --lens-fraction 0.25 --out benchmarks/results/ablation.md --keep "$dir/$4.part.keras"
+    mv "$dir/$4.part.keras" "$dir/$4.keras"
+}
+
+# In order of what decides most: the baseline, the preset, the preset's generator alone, the contrastive loss.
+row "A: Pix2Pix + penalties (L1 100, adversarial 1)" pix2pix '{}' a_pix2pix
+row "E: restoration preset (B + mask BCE + 1-SSIM + FFT)" restoration '{}' e_preset
+row "B: restoration generator (mask-guided residual, resize-conv), Charbonnier 100 + adversarial 1" \
+    restoration '{"ssim_weight":0,"fft_weight":0,"mask_weight":0}' b_residual
+row "F: E + PatchNCE (weight 1)" restoration '{"nce_weight":1.0}' f_nce
+row "C: B + mask BCE 20" restoration '{"ssim_weight":0,"fft_weight":0}' c_mask
+row "D: C + 1-SSIM 40" restoration '{"fft_weight":0}' d_ssim
+echo "== $(date +%T) done"
