@@ -218,9 +218,6 @@ class GeneratorEMA(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._to(False)
 
-    def on_train_batch_begin(self, batch, logs=None):
-        self._to(False)
-
     def on_test_begin(self, logs=None):
         self._to(True)
 
