@@ -108,6 +108,15 @@ class RaindropOptions:
             lens), fraction of the short side, ``[0, 0.3]``.
         glow: strength of the soft glow around drops (light scattered by
             out-of-focus water brightens their surround toward white), ``[0, 0.5]``.
+        veil_range: strength of a veiling glare over the **whole** frame,
+            drawn per image within ``[0, 0.5]``: water on a lens scatters light
+            from the bright parts of the scene onto every pixel, lifting the
+            blacks and lowering contrast, ``rainy = (1 - v) * clean + v * light``
+            with ``light`` between the scene's mean colour and white. Real lens
+            pairs show it even where no drop is (a fit of rainy on clean Y over
+            the quietest half of the pixels has slope 0.93 and offset 13.5
+            levels, medians of 100 RobotCar pairs); window pairs do not (slope
+            0.98, offset -0.5), so the window style has none.
         dry_fraction: share of images left without any drop (rainy == clean),
             so a model learns to leave dry photos alone, ``[0, 1]``.
 
@@ -135,6 +144,7 @@ class RaindropOptions:
     blur_range: tuple = (0.01, 0.06)
     smear: float = 0.0
     glow: float = 0.1
+    veil_range: tuple = (0.0, 0.0)
     dry_fraction: float = 0.1
 
     def __post_init__(self):
@@ -156,6 +166,7 @@ class RaindropOptions:
         _check_range("blur_range", self.blur_range, 0.0, 0.1)
         _check_number("smear", self.smear, 0.0, 0.3)
         _check_number("glow", self.glow, 0.0, 0.5)
+        _check_range("veil_range", self.veil_range, 0.0, 0.5)
         _check_number("dry_fraction", self.dry_fraction, 0.0, 1.0)
 
 
@@ -197,6 +208,7 @@ LENS_STYLE = RaindropOptions(
     blur_range=(0.02, 0.08),
     smear=0.06,
     glow=0.15,
+    veil_range=(0.0, 0.12),
     dry_fraction=0.1,
 )
 
@@ -366,9 +378,10 @@ def _drop_layers(clean, environment, window, seed, options, short_side):
 
     edge = tf.clip_by_value(tf.math.divide_no_nan(1.0 - rho2, softness), 0.0, 1.0)
     alpha = opacity * edge * edge * (3.0 - 2.0 * edge)  # smoothstep: exactly 0 outside
+    wet = 1.0
     if options.dry_fraction > 0.0:
-        wet = tf.random.stateless_uniform([batch], seeds[-1]) >= options.dry_fraction
-        alpha = alpha * tf.cast(wet, tf.float32)[:, None, None]
+        wet = tf.cast(tf.random.stateless_uniform([batch], seeds[-1]) >= options.dry_fraction, tf.float32)
+        alpha = alpha * wet[:, None, None]
     alpha = alpha[..., None]
     layers = _defocus(tf.concat([alpha * drops, alpha], axis=-1), alpha, blur, options.blur_range[1] * short_side)
     if options.glow > 0.0:
@@ -378,7 +391,26 @@ def _drop_layers(clean, environment, window, seed, options, short_side):
         layers = layers + tf.concat([veil, veil, veil, veil], axis=-1) * (1.0 - layers[..., 3:])
     if options.smear > 0.0:
         layers = _smear_down(layers, tf.cast(tf.round(options.smear * short_side), tf.int32))
+    if options.veil_range[1] > 0.0:
+        layers = _veil(layers, environment, wet, seeds[-1], options)
     return layers
+
+
+def _veil(layers, environment, wet, seed, options):
+    """Veiling glare over the whole frame, composited over the drops: ``(1 - v) * below + v * light``.
+
+    ``v`` is drawn per image from ``veil_range`` (0 for dry images); ``light``
+    lies between the scene's mean colour and white (scattered light comes
+    mostly from the bright parts of the scene).
+    """
+    batch = tf.shape(layers)[0]
+    draws = tf.random.stateless_uniform([2, batch], tf.random.experimental.stateless_fold_in(seed, 11))
+    strength = (_lerp(options.veil_range, draws[0]) * wet)[:, None, None, None]
+    scene = tf.reduce_mean(environment, axis=[1, 2])
+    light = (scene + (0.5 + 0.5 * draws[1][:, None]) * (1.0 - scene))[:, None, None, :]
+    colour = (1.0 - strength) * layers[..., :3] + strength * light
+    alpha = layers[..., 3:] + strength * (1.0 - layers[..., 3:])
+    return tf.concat([colour, alpha], axis=-1)
 
 
 def _defocus(layers, alpha, blur, largest):
