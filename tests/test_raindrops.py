@@ -129,6 +129,8 @@ def test_default_coverage_is_within_the_real_range(shared_data):
         ("glow", -0.2),
         ("dry_fraction", 1.5),
         ("radius_range", (0.01, 0.6)),
+        ("veil_range", (0.0, 0.7)),
+        ("veil_range", (0.2, 0.1)),
     ],
 )
 def test_new_options_are_range_checked(name, value):
@@ -151,6 +153,25 @@ def test_dry_pairs_are_exactly_equal_and_counted():
         assert mask[index].max() == 0.0
     everything_dry = render_raindrops(clean, seed=4, dry_fraction=1.0).numpy()
     np.testing.assert_array_equal(everything_dry, clean)
+
+
+def test_veil_lifts_every_pixel_toward_a_bright_light_and_is_in_the_mask():
+    clean = clean_batch(count=3, height=40, width=40)
+    rainy, mask = render_raindrops(clean, seed=2, return_mask=True, density=0.0, dry_fraction=0.0,
+                                   veil_range=(0.1, 0.1))
+    rainy, mask = rainy.numpy(), mask.numpy()
+    np.testing.assert_allclose(mask, 0.1, atol=1e-6)
+    # rainy = 0.9 * clean + 0.1 * light: the same light at every pixel of an image.
+    light = (rainy - 0.9 * clean) / 0.1
+    spread = light.max(axis=(1, 2)) - light.min(axis=(1, 2))
+    assert spread.max() < 1e-3, spread
+    light = light.mean(axis=(1, 2))
+    scene = clean.mean(axis=(1, 2))
+    assert np.all(light >= scene - 0.02) and np.all(light <= 1.0 + 1e-5), (light, scene)
+    # No veil on the window style, none on dry images.
+    np.testing.assert_array_equal(render_raindrops(clean, seed=2, density=0.0).numpy(), clean)
+    dry = render_raindrops(clean, seed=2, options="lens", dry_fraction=1.0).numpy()
+    np.testing.assert_array_equal(dry, clean)
 
 
 def test_lens_style_drops_are_larger_and_cover_more():
