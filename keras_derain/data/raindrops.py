@@ -114,9 +114,9 @@ class RaindropOptions:
             blacks and lowering contrast, ``rainy = (1 - v) * clean + v * light``
             with ``light`` between the scene's mean colour and white. Real lens
             pairs show it even where no drop is (a fit of rainy on clean Y over
-            the quietest half of the pixels has slope 0.93 and offset 13.5
-            levels, medians of 100 RobotCar pairs); window pairs do not (slope
-            0.98, offset -0.5), so the window style has none.
+            the quietest half of the pixels, full-range Y in 0-255, has slope
+            0.93 and offset 14.7, medians of 100 RobotCar pairs); window pairs
+            do not (slope 0.98, offset -0.9), so the window style has none.
         dry_fraction: share of images left without any drop (rainy == clean),
             so a model learns to leave dry photos alone, ``[0, 1]``.
 

@@ -1,0 +1,117 @@
+"""Where the error of a real pair lies: how much PSNR-Y each kind of perfect repair would give.
+
+For each real pair it reports PSNR-Y (official protocol, `keras_derain.metrics.psnr`) of:
+- the rainy input;
+- ``affine``: the input after the global gain and offset on Y that best fit the clean image
+  (colour/exposure difference only);
+- ``filter7``: the input through the 7x7 linear filter (plus offset) on Y that best fits the clean
+  image (a global blur or misalignment only);
+- ``oracle_diff``: the clean pixels pasted in under the pair's own difference mask
+  (`keras_derain.data.pairs.difference_mask`, AttentiveGAN's rule made soft): perfect repair of
+  everything that rule calls a drop;
+- ``oracle_model``: the clean pixels pasted in under the generator's predicted drop mask: what the
+  model would score if it repaired perfectly what it detects;
+- ``model``: the generator itself.
+
+Every oracle uses the clean image, so none is a method: they say where the headroom is. ``model``
+against ``oracle_model`` splits what is left between detection (the mask) and repair (inside it).
+
+    python benchmarks/headroom.py --model restoration
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def luma(image):
+    """OpenCV's full-range Y of a uint8 RGB image, rounded, as the official protocol (`keras_derain.metrics`)."""
+    image = image.astype(np.float64)
+    return np.round(0.299 * image[..., 0] + 0.587 * image[..., 1] + 0.114 * image[..., 2])
+
+
+def psnr_luma(y, clean_y):
+    y = np.clip(np.round(y), 0.0, 255.0)  # a fitted Y is rounded and clipped as a uint8 Y would be
+    return float(10.0 * np.log10(255.0**2 / np.mean((y - clean_y) ** 2)))
+
+
+def affine_fit(rainy_y, clean_y):
+    """The input after the least-squares gain and offset on Y."""
+    gain, offset = np.polyfit(rainy_y.ravel(), clean_y.ravel(), 1)
+    return gain * rainy_y + offset
+
+
+def filter_fit(rainy_y, clean_y, size=7):
+    """The input through the least-squares ``size x size`` linear filter (plus offset); borders kept."""
+    half = size // 2
+    height, width = rainy_y.shape
+    columns = [
+        rainy_y[half + dy:height - half + dy, half + dx:width - half + dx].ravel()
+        for dy in range(-half, half + 1)
+        for dx in range(-half, half + 1)
+    ]
+    design = np.stack([*columns, np.ones_like(columns[0])], axis=1)
+    target = clean_y[half:height - half, half:width - half].ravel()
+    coefficients, *_ = np.linalg.lstsq(design, target, rcond=None)
+    fitted = rainy_y.copy()
+    fitted[half:height - half, half:width - half] = (design @ coefficients).reshape(height - 2 * half, width - 2 * half)
+    return fitted
+
+
+def pasted(rainy, clean, mask):
+    """Clean pixels under ``mask`` (HxWx1 in [0, 1]), rainy elsewhere, as uint8."""
+    return np.round(mask * clean + (1.0 - mask) * rainy).astype(np.uint8)
+
+
+def headroom(pair, derainer, masker):
+    import tensorflow as tf
+
+    from keras_derain.data.images import read_rgb
+    from keras_derain.data.pairs import difference_mask
+
+    rainy, clean = read_rgb(pair[0]), read_rgb(pair[1])
+    rainy_y, clean_y = luma(rainy), luma(clean)
+    as_signed = lambda image: tf.constant(image / 127.5 - 1.0, tf.float32)  # noqa: E731
+    real_mask = difference_mask(as_signed(rainy), as_signed(clean)).numpy()
+    model_mask = masker.derain(rainy)[..., :1] / 255.0
+    return {
+        "pair": Path(pair[0]).name,
+        "input": psnr_luma(rainy_y, clean_y),
+        "affine": psnr_luma(affine_fit(rainy_y, clean_y), clean_y),
+        "filter7": psnr_luma(filter_fit(rainy_y, clean_y), clean_y),
+        "oracle_diff": psnr_luma(luma(pasted(rainy, clean, real_mask)), clean_y),
+        "oracle_model": psnr_luma(luma(pasted(rainy, clean, model_mask)), clean_y),
+        "model": psnr_luma(luma(derainer.derain(rainy)), clean_y),
+        "diff_mask_cover": float(real_mask.mean()),
+        "model_mask_cover": float(model_mask.mean()),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="restoration", help="a generator with a drop-mask head")
+    parser.add_argument("--pairs", default=str(ROOT.parent / "shared" / "data" / "raindrop_real"))
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N pairs")
+    args = parser.parse_args(argv)
+
+    from keras_derain.data import find_pairs
+    from keras_derain.inference import Derainer
+
+    derainer, masker = Derainer(args.model), Derainer(args.model, output="mask")
+    rows = [headroom(pair, derainer, masker) for pair in find_pairs(args.pairs)[: args.limit]]
+    keys = ("input", "affine", "filter7", "oracle_diff", "oracle_model", "model", "diff_mask_cover", "model_mask_cover")
+    print("| pair | " + " | ".join(keys) + " |")
+    print("| --- " * (len(keys) + 1) + "|")
+    for row in rows + [{"pair": "mean", **{key: float(np.mean([r[key] for r in rows])) for key in keys}}]:
+        print(f"| {row['pair']} | " + " | ".join(f"{row[key]:.2f}" for key in keys) + " |")
+    print(json.dumps({"model": args.model, "pairs": args.pairs, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
