@@ -158,6 +158,7 @@ def append_row(path, row):
 
 def main(argv=None):
     args = parse_args(argv)
+    trained_at = commit()  # the code that trains, not what HEAD has become by the time it is scored
     options = json.loads(args.options)
     paths = clean_photos(args.clean)
     if not paths:
@@ -170,7 +171,7 @@ def main(argv=None):
     else:
         config = train_config(args.arch, args.seed, json.loads(args.config))
         generator, seconds, _ = train_generator(paths, options, args.seed, args.steps, args.lens_fraction, config)
-    row = {"label": args.label, "seed": args.seed, "steps": args.steps, "commit": commit(),
+    row = {"label": args.label, "seed": args.seed, "steps": args.steps, "commit": trained_at,
            "arch": args.arch, "config": json.loads(args.config),
            "options": {**options, **({"lens_fraction": args.lens_fraction} if args.lens_fraction is not None else {})},
            "train_seconds": seconds, "photos": len(paths), "machine": describe(),
