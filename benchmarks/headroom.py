@@ -31,14 +31,20 @@ sys.path.insert(0, str(ROOT))
 
 
 def luma(image):
-    """OpenCV's full-range Y of a uint8 RGB image, rounded, as the official protocol (`keras_derain.metrics`)."""
-    image = image.astype(np.float64)
-    return np.round(0.299 * image[..., 0] + 0.587 * image[..., 1] + 0.114 * image[..., 2])
+    """OpenCV's full-range Y of a uint8 RGB image, rounded, as the official protocol: HxW float64."""
+    import tensorflow as tf
+
+    from keras_derain.metrics import rgb_to_y
+
+    return rgb_to_y(tf.constant(image, tf.float64), rounded=True).numpy()[..., 0]
 
 
 def psnr_luma(y, clean_y):
-    y = np.clip(np.round(y), 0.0, 255.0)  # a fitted Y is rounded and clipped as a uint8 Y would be
-    return float(10.0 * np.log10(255.0**2 / np.mean((y - clean_y) ** 2)))
+    """`keras_derain.metrics.psnr` of a Y image, rounded and clipped as a uint8 Y would be."""
+    from keras_derain.metrics import psnr
+
+    y = np.clip(np.round(y), 0.0, 255.0)
+    return float(psnr(y[..., None], clean_y[..., None], 255))
 
 
 def affine_fit(rainy_y, clean_y):
@@ -74,6 +80,7 @@ def headroom(pair, derainer, masker):
 
     from keras_derain.data.images import read_rgb
     from keras_derain.data.pairs import difference_mask
+    from keras_derain.metrics import psnr
 
     rainy, clean = read_rgb(pair[0]), read_rgb(pair[1])
     rainy_y, clean_y = luma(rainy), luma(clean)
@@ -82,12 +89,12 @@ def headroom(pair, derainer, masker):
     model_mask = masker.derain(rainy)[..., :1] / 255.0
     return {
         "pair": Path(pair[0]).name,
-        "input": psnr_luma(rainy_y, clean_y),
+        "input": float(psnr(rainy, clean, 255, y_channel=True)),
         "affine": psnr_luma(affine_fit(rainy_y, clean_y), clean_y),
         "filter7": psnr_luma(filter_fit(rainy_y, clean_y), clean_y),
-        "oracle_diff": psnr_luma(luma(pasted(rainy, clean, real_mask)), clean_y),
-        "oracle_model": psnr_luma(luma(pasted(rainy, clean, model_mask)), clean_y),
-        "model": psnr_luma(luma(derainer.derain(rainy)), clean_y),
+        "oracle_diff": float(psnr(pasted(rainy, clean, real_mask), clean, 255, y_channel=True)),
+        "oracle_model": float(psnr(pasted(rainy, clean, model_mask), clean, 255, y_channel=True)),
+        "model": float(psnr(derainer.derain(rainy), clean, 255, y_channel=True)),
         "diff_mask_cover": float(real_mask.mean()),
         "model_mask_cover": float(model_mask.mean()),
     }

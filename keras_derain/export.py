@@ -327,9 +327,10 @@ def export_onnx_int8(generator, path, opset=None, float_path=None):
     The float file of `export_onnx` is quantised with per-channel int8
     weights and uint8 activations whose ranges are calibrated (min-max) on
     `calibration_photos`. Only the convolutions are quantised (norms and
-    activations compute in float on dequantised inputs), and the outermost ones stay float (`outer_convolutions`): on the shared real
-    Raindrop pairs this costs the shipped generator 0.03 dB against the float
-    file, where quantising every op cost 0.39 dB (``benchmarks/results/inference.md``).
+    activations compute in float on dequantised inputs), and the outermost
+    ones stay float (`outer_convolutions`): on the shared real Raindrop pairs
+    this costs the shipped generator 0.03 dB against the float file, where
+    quantising every op cost 0.39 dB (``benchmarks/results/inference.md``).
     Verified against the Keras generator by PSNR only.
     ``float_path``: an already written float file to quantise (else one is written).
     """

@@ -385,10 +385,10 @@ def _drop_layers(clean, environment, window, seed, options, short_side):
     alpha = alpha[..., None]
     layers = _defocus(tf.concat([alpha * drops, alpha], axis=-1), alpha, blur, options.blur_range[1] * short_side)
     if options.glow > 0.0:
-        # A wide, faint veil toward white around the drops: their defocused halo.
+        # A wide, faint glow toward white around the drops: their defocused halo.
         reach = tf.cast(tf.round(_GLOW_REACH * short_side), tf.int32)
-        veil = options.glow * _pyramid_blur(alpha, reach)
-        layers = layers + tf.concat([veil, veil, veil, veil], axis=-1) * (1.0 - layers[..., 3:])
+        halo = options.glow * _pyramid_blur(alpha, reach)
+        layers = layers + tf.concat([halo, halo, halo, halo], axis=-1) * (1.0 - layers[..., 3:])
     if options.smear > 0.0:
         layers = _smear_down(layers, tf.cast(tf.round(options.smear * short_side), tf.int32))
     if options.veil_range[1] > 0.0:
