@@ -63,7 +63,7 @@ def _residual_block(features, filters, name):
     return keras.layers.Add(name=f"{name}_add")([features, update])
 
 
-def restoration_generator(base_channels=16, depth=4, blocks=1, name="restoration_generator"):
+def restoration_generator(base_channels=16, depth=4, blocks=1, affine=False, name="restoration_generator"):
     """Build the mask-guided residual generator, rainy -> derained, images in ``[-1, 1]``.
 
     The trunk works from half resolution down (a 4x4 stride-2 stem, as
@@ -77,6 +77,13 @@ def restoration_generator(base_channels=16, depth=4, blocks=1, name="restoration
             multiples of ``2**(depth + 1)``; `keras_derain.inference.Derainer`
             pads as needed).
         blocks: residual blocks per level (and in the bottleneck).
+        affine: also predict a per-pixel gain ``g`` (a second zero-initialised
+            head), so the correction is ``g * rainy + c``: a local affine map of
+            the rainy pixels, as a guided filter or HDRNet's local affine
+            model, rather than an offset alone. A defocused drop is a veil,
+            ``rainy = (1 - a) clean + a light``, undone by a gain and an offset
+            that vary as slowly as the drop, while an offset alone must carry
+            the background's own detail. Off: the correction is ``c``.
         name: the model's name.
 
     Returns:
@@ -125,6 +132,10 @@ def restoration_generator(base_channels=16, depth=4, blocks=1, name="restoration
     )(features)
     mask = keras.layers.Activation("sigmoid", name=MASK_LAYER)(mask_logits)
     correction = _conv(3, "correction", zero=True)(features)
+    if affine:
+        gain = _conv(3, "correction_gain", zero=True)(features)
+        gained = keras.layers.Multiply(name="gained_rainy")([gain, rainy])
+        correction = keras.layers.Add(name="affine_correction")([correction, gained])
     mask3 = keras.layers.Concatenate(name="mask_rgb")([mask, mask, mask])
     gated = keras.layers.Multiply(name="gated_correction")([mask3, correction])
     derained = keras.layers.Add(name="residual")([rainy, gated])
