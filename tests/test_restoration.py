@@ -59,6 +59,21 @@ def test_gated_correction_changes_only_masked_pixels():
     np.testing.assert_allclose(generator(rainy).numpy(), rainy + 0.5, atol=1e-5)
 
 
+def test_affine_head_starts_as_the_identity_and_scales_the_rainy_pixels_under_the_mask():
+    keras.utils.set_random_seed(0)
+    generator = restoration_generator(base_channels=4, depth=2, affine=True)
+    rainy = np.random.default_rng(2).uniform(-0.5, 0.5, (1, SIZE, SIZE, 3)).astype("float32")
+    np.testing.assert_array_equal(generator(rainy).numpy(), rainy)
+    generator.get_layer("correction_gain").bias.assign([0.5, 0.5, 0.5])  # gain - 1 = 0.5: rainy * 1.5
+    generator.get_layer("correction").bias.assign([0.1, 0.1, 0.1])
+    generator.get_layer("mask_logits").bias.assign([30.0])
+    np.testing.assert_allclose(generator(rainy).numpy(), np.clip(1.5 * rainy + 0.1, -1, 1), atol=1e-5)
+    generator.get_layer("mask_logits").bias.assign([-30.0])
+    np.testing.assert_allclose(generator(rainy).numpy(), rainy, atol=1e-6)
+    # Without the option there is no gain head: the shipped architecture is unchanged.
+    assert "correction_gain" not in {layer.name for layer in tiny_generator().layers}
+
+
 def test_losses_against_hand_computations():
     rng = np.random.default_rng(0)
     clean = rng.uniform(-1, 1, (2, 16, 16, 3)).astype("float32")
