@@ -6,6 +6,11 @@ For each real pair it reports PSNR-Y (official protocol, `keras_derain.metrics.p
   (colour/exposure difference only);
 - ``filter7``: the input through the 7x7 linear filter (plus offset) on Y that best fits the clean
   image (a global blur or misalignment only);
+- ``additive8`` / ``affine8``: the best correction of the input that varies as slowly as a 17x17 box
+  average, as an offset alone (``rainy + box(clean - rainy)``), and as a local gain and offset
+  (He et al.'s guided filter with the rainy Y as the guide and the clean Y as the target). The two
+  compare what a generator's correction head can express from coarse features: ``rainy + m * c``
+  against ``rainy + m * (g * rainy + c)`` (``restoration_generator(affine=True)``);
 - ``oracle_diff``: the clean pixels pasted in under the pair's own difference mask
   (`keras_derain.data.pairs.difference_mask`, AttentiveGAN's rule made soft): perfect repair of
   everything that rule calls a drop;
@@ -70,6 +75,32 @@ def filter_fit(rainy_y, clean_y, size=7):
     return fitted
 
 
+def box_mean(image, radius):
+    """Mean over the ``(2 radius + 1)^2`` window around each pixel, the window clipped at the borders."""
+    side = 2 * radius + 1
+
+    def window_sum(values):
+        total = np.pad(values, ((radius + 1, radius), (radius + 1, radius))).cumsum(0).cumsum(1)
+        return total[side:, side:] - total[:-side, side:] - total[side:, :-side] + total[:-side, :-side]
+
+    return window_sum(image) / window_sum(np.ones_like(image))
+
+
+def local_additive_fit(rainy_y, clean_y, radius=8):
+    """The input plus the box-smoothed difference: the best offset that varies as slowly as the box."""
+    return rainy_y + box_mean(clean_y - rainy_y, radius)
+
+
+def local_affine_fit(rainy_y, clean_y, radius=8, epsilon=25.0):
+    """He et al.'s guided filter, guide the rainy Y, target the clean Y: a gain and offset as smooth as the box."""
+    mean_rainy, mean_clean = box_mean(rainy_y, radius), box_mean(clean_y, radius)
+    covariance = box_mean(rainy_y * clean_y, radius) - mean_rainy * mean_clean
+    variance = box_mean(rainy_y * rainy_y, radius) - mean_rainy * mean_rainy
+    gain = covariance / (variance + epsilon)
+    offset = mean_clean - gain * mean_rainy
+    return box_mean(gain, radius) * rainy_y + box_mean(offset, radius)
+
+
 def pasted(rainy, clean, mask):
     """Clean pixels under ``mask`` (HxWx1 in [0, 1]), rainy elsewhere, as uint8."""
     return np.round(mask * clean + (1.0 - mask) * rainy).astype(np.uint8)
@@ -92,6 +123,8 @@ def headroom(pair, derainer, masker):
         "input": float(psnr(rainy, clean, 255, y_channel=True)),
         "affine": psnr_luma(affine_fit(rainy_y, clean_y), clean_y),
         "filter7": psnr_luma(filter_fit(rainy_y, clean_y), clean_y),
+        "additive8": psnr_luma(local_additive_fit(rainy_y, clean_y), clean_y),
+        "affine8": psnr_luma(local_affine_fit(rainy_y, clean_y), clean_y),
         "oracle_diff": float(psnr(pasted(rainy, clean, real_mask), clean, 255, y_channel=True)),
         "oracle_model": float(psnr(pasted(rainy, clean, model_mask), clean, 255, y_channel=True)),
         "model": float(psnr(derainer.derain(rainy), clean, 255, y_channel=True)),
@@ -112,7 +145,7 @@ def main(argv=None):
 
     derainer, masker = Derainer(args.model), Derainer(args.model, output="mask")
     rows = [headroom(pair, derainer, masker) for pair in find_pairs(args.pairs)[: args.limit]]
-    keys = ("input", "affine", "filter7", "oracle_diff", "oracle_model", "model", "diff_mask_cover", "model_mask_cover")
+    keys = ("input", "affine", "filter7", "additive8", "affine8", "oracle_diff", "oracle_model", "model", "diff_mask_cover", "model_mask_cover")
     print("| pair | " + " | ".join(keys) + " |")
     print("| --- " * (len(keys) + 1) + "|")
     for row in rows + [{"pair": "mean", **{key: float(np.mean([r[key] for r in rows])) for key in keys}}]:
