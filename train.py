@@ -68,6 +68,8 @@ def parse_args(argv=None):
          "momentum (e.g. 0.999) and validate and save it; 0: off"),
     ]:
         preset.add_argument(flag, type=kind, help=text)
+    preset.add_argument("--affine", action="store_const", const=True,
+                        help="restoration: also predict a per-pixel gain, correction = gain * rainy + offset")
     run = parser.add_argument_group("run")
     run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: runs)")
     run.add_argument("--name", help="run folder name (default: ARCH-DATE-TIME)")

@@ -77,6 +77,8 @@ for _preset in PRESETS.values():
     # Momentum of the exponential moving average of the generator's weights
     # (Polyak averaging, Keras' ``use_ema``); 0: off, as in the study.
     _preset["ema_momentum"] = 0.0
+    # The restoration generator's local affine head (``restoration_generator(affine=True)``).
+    _preset["affine"] = False
 
 PRESETS["restoration"] = {
     "arch": "restoration",
@@ -102,6 +104,7 @@ PRESETS["restoration"] = {
     "mask_weight": 20.0,
     "nce_weight": 0.0,
     "ema_momentum": 0.0,
+    "affine": False,
 }
 
 PENALTIES = {"real_label": 0.9, "fake_label": 0.1, "g_lr": 5e-4, "d_lr": 2e-4}

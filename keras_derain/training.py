@@ -85,6 +85,8 @@ def check_config(config):
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {config[name]!r}")
     if not 0.0 <= config["label_flip"] <= 0.5:
         raise ValueError(f"--label-flip must be in [0, 0.5], got {config['label_flip']!r}")
+    if config.get("affine", False) and config["arch"] != "restoration":
+        raise ValueError(f"--affine is an option of --arch restoration, not {config['arch']}")
     if not 0.0 <= config.get("ema_momentum", 0.0) < 1.0:
         raise ValueError(f"--ema-momentum must be in [0, 1), got {config['ema_momentum']!r}")
     if not 0.0 <= config["beta_1"] < 1.0:
@@ -122,7 +124,7 @@ def build_models(config, init=None):
     discriminator = init.discriminator if init is not None else None
     if config["arch"] == "restoration":
         generator = None if init else models.restoration_generator(
-            base_channels=config["base_channels"], depth=RESTORATION_DEPTH
+            base_channels=config["base_channels"], depth=RESTORATION_DEPTH, affine=config.get("affine", False)
         )
         discriminator = discriminator or models.pix2pix_discriminator(base_channels=2 * config["base_channels"])
     elif config["arch"] == "pix2pix":
@@ -254,10 +256,20 @@ def load_init(init):
     )
 
 
+def _has_gain_head(generator):
+    """Whether a restoration generator has the local affine head (``restoration_generator(affine=True)``)."""
+    return any(layer.name == "correction_gain" for layer in generator.layers)
+
+
 def check_init(config, init):
     """Raise ValueError, naming the flag, where ``config`` contradicts the generator in ``init``."""
     if config["arch"] != init.arch:
         raise ValueError(f"--arch {config['arch']} contradicts --init {init.source}: it holds a {init.arch} generator")
+    if init.arch == "restoration" and config.get("affine", False) != _has_gain_head(init.generator):
+        raise ValueError(
+            f"--affine {'on' if config.get('affine') else 'off'} contradicts --init {init.source}: its generator "
+            f"{'has' if _has_gain_head(init.generator) else 'has no'} affine head"
+        )
     if config["base_channels"] != init.base_channels:
         raise ValueError(
             f"--base-channels {config['base_channels']} contradicts --init {init.source}: "
@@ -310,6 +322,8 @@ def init_config(init, arch=None, *, penalties=False, builtin_data=False, **overr
     from_file = {"base_channels": init.base_channels}
     if init.arch == "cgan":
         from_file.update(crop_size=init.image_size, latent_dim=init.latent_dim)
+    if init.arch == "restoration":
+        from_file["affine"] = _has_gain_head(init.generator)
     given = {name: value for name, value in overrides.items() if value is not None}
     config = resolve(init.arch, penalties=penalties, builtin_data=builtin_data, **{**from_file, **given})
     check_init(config, init)
