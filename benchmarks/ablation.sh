@@ -33,6 +33,8 @@ row "F: E + PatchNCE (weight 1)" restoration '{"nce_weight":1.0}' f_nce
 # Data, not the generator: the same preset with the lens style's veiling glare (veil_range, session 7).
 # The veil is in LENS_STYLE's defaults since 0a710b6, so the E row above, rerun from now on, has it too.
 row "G: E with the lens veil (veil_range 0-0.12 in lens batches)" restoration '{}' g_veil
+# The generator's correction as a local gain + offset instead of an offset alone (session 8).
+row "H: G + the local affine head (correction = gain * rainy + offset)" restoration '{"affine":true}' h_affine
 row "C: B + mask BCE 20" restoration '{"ssim_weight":0,"fft_weight":0}' c_mask
 row "D: C + 1-SSIM 40" restoration '{"fft_weight":0}' d_ssim
 echo "== $(date +%T) done"
