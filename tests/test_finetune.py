@@ -16,7 +16,7 @@ from keras_derain import training
 from keras_derain.data import find_pairs, paired_dataset
 from keras_derain.data.pairs import colour_match
 from keras_derain.gan import DerainGAN
-from keras_derain.models import cgan_generator, pix2pix_discriminator, pix2pix_generator
+from keras_derain.models import cgan_generator, pix2pix_discriminator, pix2pix_generator, restoration_generator
 
 TINY = {"base_channels": 4, "crop_size": 32, "batch_size": 2, "steps_per_epoch": 2}
 RAINY = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
@@ -97,6 +97,21 @@ def test_a_cgan_init_brings_its_image_size_and_latent(tmp_path):
     assert (config["arch"], config["crop_size"], config["base_channels"], config["latent_dim"]) == ("cgan", 32, 4, 8)
     with pytest.raises(ValueError, match="--crop-size 64 contradicts --init .*takes 32x32 images"):
         training.init_config(tmp_path / "cgan.keras", crop_size=64)
+
+
+def test_a_restoration_init_brings_its_affine_head(tmp_path, capsys):
+    keras.utils.set_random_seed(0)
+    restoration_generator(base_channels=4, depth=training.RESTORATION_DEPTH, affine=True).save(tmp_path / "a.keras")
+    restoration_generator(base_channels=4, depth=training.RESTORATION_DEPTH).save(tmp_path / "plain.keras")
+    assert training.init_config(tmp_path / "a.keras", epochs=1)["affine"] is True
+    assert training.init_config(tmp_path / "plain.keras", epochs=1)["affine"] is False
+    runs = tmp_path / "runs"
+    assert train_script.main(["--init", str(tmp_path / "plain.keras"), "--affine", "--runs-dir", str(runs)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"error: --affine on contradicts --init {tmp_path / 'plain.keras'}: its generator has no affine head"
+    assert train_script.main(["--arch", "pix2pix", "--affine", "--runs-dir", str(runs)]) == 2
+    assert capsys.readouterr().err.strip() == "error: --affine is an option of --arch restoration, not pix2pix"
+    assert not runs.exists()
 
 
 @pytest.mark.parametrize(
