@@ -10,7 +10,9 @@ trunk,
 - a correction ``c`` (a linear head),
 
 and returns ``derained = clip(rainy + m * c)``: where the mask is 0 the rainy
-pixel passes through unchanged. The correction head starts at zero, so the
+pixel passes through unchanged. With ``affine=True`` a third head predicts a
+per-pixel gain ``g`` and the correction is ``g * rainy + c``, a local affine
+map of the rainy pixels (as a guided filter). The correction head starts at zero, so the
 untrained generator is exactly the identity (as NAFNet's zero-initialised
 residual scales). Upsampling is nearest-neighbour resize + convolution (Odena
 et al.'s remedy: no transposed convolution, so no checkerboard; Keras'
