@@ -256,19 +256,16 @@ def load_init(init):
     )
 
 
-def _has_gain_head(generator):
-    """Whether a restoration generator has the local affine head (``restoration_generator(affine=True)``)."""
-    return any(layer.name == "correction_gain" for layer in generator.layers)
-
-
 def check_init(config, init):
     """Raise ValueError, naming the flag, where ``config`` contradicts the generator in ``init``."""
     if config["arch"] != init.arch:
         raise ValueError(f"--arch {config['arch']} contradicts --init {init.source}: it holds a {init.arch} generator")
-    if init.arch == "restoration" and config.get("affine", False) != _has_gain_head(init.generator):
+    from keras_derain.models.restoration import has_affine_head
+
+    if init.arch == "restoration" and config.get("affine", False) != has_affine_head(init.generator):
         raise ValueError(
             f"--affine {'on' if config.get('affine') else 'off'} contradicts --init {init.source}: its generator "
-            f"{'has' if _has_gain_head(init.generator) else 'has no'} affine head"
+            f"{'has' if has_affine_head(init.generator) else 'has no'} affine head"
         )
     if config["base_channels"] != init.base_channels:
         raise ValueError(
@@ -323,7 +320,9 @@ def init_config(init, arch=None, *, penalties=False, builtin_data=False, **overr
     if init.arch == "cgan":
         from_file.update(crop_size=init.image_size, latent_dim=init.latent_dim)
     if init.arch == "restoration":
-        from_file["affine"] = _has_gain_head(init.generator)
+        from keras_derain.models.restoration import has_affine_head
+
+        from_file["affine"] = has_affine_head(init.generator)
     given = {name: value for name, value in overrides.items() if value is not None}
     config = resolve(init.arch, penalties=penalties, builtin_data=builtin_data, **{**from_file, **given})
     check_init(config, init)

@@ -33,6 +33,7 @@ References:
 import keras
 
 MASK_LAYER = "drop_mask"
+GAIN_LAYER = "correction_gain"
 
 
 def _conv(filters, name, kernel_size=3, strides=1, zero=False):
@@ -135,7 +136,7 @@ def restoration_generator(base_channels=16, depth=4, blocks=1, affine=False, nam
     mask = keras.layers.Activation("sigmoid", name=MASK_LAYER)(mask_logits)
     correction = _conv(3, "correction", zero=True)(features)
     if affine:
-        gain = _conv(3, "correction_gain", zero=True)(features)
+        gain = _conv(3, GAIN_LAYER, zero=True)(features)
         gained = keras.layers.Multiply(name="gained_rainy")([gain, rainy])
         correction = keras.layers.Add(name="affine_correction")([correction, gained])
     mask3 = keras.layers.Concatenate(name="mask_rgb")([mask, mask, mask])
@@ -148,6 +149,11 @@ def restoration_generator(base_channels=16, depth=4, blocks=1, affine=False, nam
 def has_mask(generator):
     """Whether a generator has a drop-mask head (a layer named ``drop_mask``)."""
     return any(layer.name == MASK_LAYER for layer in generator.layers)
+
+
+def has_affine_head(generator):
+    """Whether a generator has the local affine head (``restoration_generator(affine=True)``)."""
+    return any(layer.name == GAIN_LAYER for layer in generator.layers)
 
 
 def mask_model(generator):
