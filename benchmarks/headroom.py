@@ -76,14 +76,10 @@ def filter_fit(rainy_y, clean_y, size=7):
 
 
 def box_mean(image, radius):
-    """Mean over the ``(2 radius + 1)^2`` window around each pixel, the window clipped at the borders."""
-    side = 2 * radius + 1
+    """Mean over the ``(2 radius + 1)^2`` window around each pixel (SciPy's box filter, borders mirrored)."""
+    from scipy import ndimage
 
-    def window_sum(values):
-        total = np.pad(values, ((radius + 1, radius), (radius + 1, radius))).cumsum(0).cumsum(1)
-        return total[side:, side:] - total[:-side, side:] - total[side:, :-side] + total[:-side, :-side]
-
-    return window_sum(image) / window_sum(np.ones_like(image))
+    return ndimage.uniform_filter(image, 2 * radius + 1, mode="reflect")
 
 
 def local_additive_fit(rainy_y, clean_y, radius=8):
