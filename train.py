@@ -44,6 +44,8 @@ def parse_args(argv=None):
                       "(default: synthetic_dataset's, 0.25)")
     data.add_argument("--drops", metavar="JSON", help="window-style RaindropOptions overrides for the rendered drops, "
                       "as JSON, e.g. '{\"density\": 0.5, \"dry_fraction\": 0.2}' (the lens style is unchanged)")
+    data.add_argument("--lens-drops", metavar="JSON", help="overrides of the lens style for the lens batches, as JSON, "
+                      "e.g. '{\"blur_range\": [0.0, 0.03]}'")
     preset = parser.add_argument_group("overrides of the preset (unset: the preset's value)")
     for flag, kind, text in [
         ("--epochs", int, "epochs"), ("--batch-size", int, "pairs per step"),
@@ -107,17 +109,23 @@ def main(argv=None):
         return fail(f"--real-fraction must be in (0, 1], got {args.real_fraction}")
     if args.lens_fraction is not None and not 0.0 <= args.lens_fraction <= 1.0:
         return fail(f"--lens-fraction must be in [0, 1], got {args.lens_fraction}")
-    drops = None
-    if args.drops is not None:
+    drops = lens_drops = None
+    for flag, text, style in (("--drops", args.drops, None), ("--lens-drops", args.lens_drops, "lens")):
+        if text is None:
+            continue
         try:
-            drops = json.loads(args.drops)
-            if not isinstance(drops, dict):
+            parsed = json.loads(text)
+            if not isinstance(parsed, dict):
                 raise ValueError("not a JSON object")
             from keras_derain.data.raindrops import raindrop_options
 
-            raindrop_options(**drops)
+            raindrop_options(style, **parsed)
         except (ValueError, TypeError) as error:
-            return fail(f"--drops: {error}")
+            return fail(f"{flag}: {error}")
+        if style is None:
+            drops = parsed
+        else:
+            lens_drops = parsed
     if args.patience is not None and args.patience <= 0:
         return fail(f"--patience must be a positive integer, got {args.patience}")
     if args.strategy == "multiworker" and not args.name:
@@ -145,6 +153,7 @@ def main(argv=None):
             args.color_match = data.get("colour_match", False)
             args.lens_fraction = data.get("lens_fraction")
             drops = data.get("drop_options")
+            lens_drops = data.get("lens_drop_options")
             start = record.get("start") or {}
             args.init = (start.get("init") or {}).get("model")
             args.patience = start.get("patience")
@@ -176,7 +185,8 @@ def main(argv=None):
                         resume=args.resume, verbose=2 if args.quiet else "auto", strategy=args.strategy,
                         mixed_precision=args.mixed_precision, jit=args.jit, init=args.init,
                         real_fraction=args.real_fraction, colour_match=args.color_match,
-                        lens_fraction=args.lens_fraction, drop_options=drops, patience=args.patience)
+                        lens_fraction=args.lens_fraction, drop_options=drops, patience=args.patience,
+                        lens_drop_options=lens_drops)
     except (ValueError, DatasetError, TrainingError) as error:
         return fail(str(error))
     except KeyboardInterrupt:

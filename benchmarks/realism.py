@@ -215,9 +215,11 @@ def main(argv=None):
     parser.add_argument("--figure", type=Path, help="also write the real-against-rendered figure here")
     parser.add_argument("--options", default="{}",
                         help="overrides of the window style, as JSON, to try candidate defaults")
+    parser.add_argument("--lens-options", default="{}",
+                        help="overrides of the lens style, as JSON, to try candidate defaults")
     parser.add_argument("--sets", nargs="+", choices=tuple(SETS), default=tuple(SETS), help="real sets to compare")
     args = parser.parse_args(argv)
-    overrides = json.loads(args.options)
+    overrides = {"window": json.loads(args.options), "lens": json.loads(args.lens_options)}
     from keras_derain.data.raindrops import raindrop_options
     if not SHARED.is_dir():
         print(f"error: {SHARED} is missing: the real pairs are needed", file=sys.stderr)
@@ -233,12 +235,13 @@ def main(argv=None):
     results = {}
     for real_set in args.sets:
         style = SETS[real_set]
-        if overrides and style == "window":
-            style = {**dataclasses.asdict(raindrop_options("window")), **overrides}
+        changed = overrides[style]
+        if changed:
+            style = {**dataclasses.asdict(raindrop_options(style)), **changed}
         seeds = args.seeds if real_set == "raindrop_real" else 1
         rows, pairs = compare(real_set, style, seeds)
         results[real_set] = rows
-        text.append(table(real_set, SETS[real_set] + (f" {json.dumps(overrides)}" if overrides else ""), rows,
+        text.append(table(real_set, SETS[real_set] + (f" {json.dumps(changed)}" if changed else ""), rows,
                           pairs, seeds))
         print(text[-1])
     args.out.write_text("\n".join(text))

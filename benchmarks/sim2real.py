@@ -49,6 +49,7 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=2000, help="training steps (the fixed budget: 2000)")
     parser.add_argument("--options", default="{}", help="RaindropOptions overrides, as JSON")
+    parser.add_argument("--lens-options", default="{}", help="overrides of the lens style for the lens batches, as JSON")
     parser.add_argument("--lens-fraction", type=float,
                         help="share of lens-style batches (default: synthetic_dataset's)")
     parser.add_argument("--clean", type=Path, default=SHARED / "clean", help="clean photos (nested folders)")
@@ -84,7 +85,7 @@ def train_config(arch="pix2pix", seed=0, overrides=None):
     return resolve(config.pop("arch"), **config)
 
 
-def train_generator(paths, options, seed, steps, lens_fraction=None, config=None):
+def train_generator(paths, options, seed, steps, lens_fraction=None, config=None, lens_options=None):
     import keras
 
     from keras_derain.data.synthetic import synthetic_dataset
@@ -95,7 +96,7 @@ def train_generator(paths, options, seed, steps, lens_fraction=None, config=None
     gan = build_gan(config)
     train = synthetic_dataset(
         paths, crop_size=128, batch_size=8, seed=seed, raindrop_options=options or None,
-        lens_fraction=lens_fraction, return_mask=wants_mask(config),
+        lens_fraction=lens_fraction, return_mask=wants_mask(config), lens_options=lens_options or None,
     )
     started = time.perf_counter()
     gan.fit(train, epochs=1, steps_per_epoch=steps, verbose=0)
@@ -160,6 +161,7 @@ def main(argv=None):
     args = parse_args(argv)
     trained_at = commit()  # the code that trains, not what HEAD has become by the time it is scored
     options = json.loads(args.options)
+    lens_options = json.loads(args.lens_options)
     paths = clean_photos(args.clean)
     if not paths:
         print(f"error: --clean {args.clean}: no photos", file=sys.stderr)
@@ -170,10 +172,12 @@ def main(argv=None):
         generator, seconds = keras.saving.load_model(args.model), args.train_seconds
     else:
         config = train_config(args.arch, args.seed, json.loads(args.config))
-        generator, seconds, _ = train_generator(paths, options, args.seed, args.steps, args.lens_fraction, config)
+        generator, seconds, _ = train_generator(paths, options, args.seed, args.steps, args.lens_fraction, config,
+                                                lens_options)
     row = {"label": args.label, "seed": args.seed, "steps": args.steps, "commit": trained_at,
            "arch": args.arch, "config": json.loads(args.config),
-           "options": {**options, **({"lens_fraction": args.lens_fraction} if args.lens_fraction is not None else {})},
+           "options": {**options, **({"lens_fraction": args.lens_fraction} if args.lens_fraction is not None else {}),
+                       **({"lens_options": lens_options} if lens_options else {})},
            "train_seconds": seconds, "photos": len(paths), "machine": describe(),
            "date": time.strftime("%Y-%m-%d %H:%M")}
     with tempfile.TemporaryDirectory() as scratch:

@@ -368,7 +368,7 @@ def wants_mask(config):
 
 
 def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=None, colour_match=False,
-               lens_fraction=None, drop_options=None):
+               lens_fraction=None, drop_options=None, lens_drop_options=None):
     """Training dataset, fixed validation arrays and a description of the data.
 
     Args:
@@ -384,6 +384,8 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
             (``synthetic_dataset``'s option; None: its default, 0.25).
         drop_options: a dict of window-style ``RaindropOptions`` overrides for the
             rendered drops (None: the defaults). The lens style is unchanged.
+        lens_drop_options: a dict of overrides of the lens style
+            (``raindrops.LENS_STYLE``) for the lens batches (None: the style as it is).
 
     Returns:
         ``(train_dataset, steps_per_epoch, (val_rainy, val_clean), description)``.
@@ -394,7 +396,7 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
     crop, batch, seed = config["crop_size"], config["batch_size"], config["seed"]
     steps = config["steps_per_epoch"]
     mask = wants_mask(config)
-    rendering = {"return_mask": mask, "lens_fraction": lens_fraction}
+    rendering = {"return_mask": mask, "lens_fraction": lens_fraction, "lens_options": lens_drop_options or None}
     if drop_options:
         # With options, synthetic_dataset's lens share would default to 0: keep its usual default.
         rendering.update(raindrop_options=drop_options,
@@ -432,7 +434,7 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
             # One pass over the real pairs per epoch, on average.
             steps = steps or max(1, math.ceil(train_pairs / (batch * real_fraction)))
             description.update(kind="mixed", real_fraction=real_fraction, lens_fraction=lens_fraction,
-                               drop_options=drop_options or None,
+                               drop_options=drop_options or None, lens_drop_options=lens_drop_options or None,
                                clean=str(clean_dir) if clean_dir else "built-in",
                                train_images=[path.name for path in paths])
     else:
@@ -445,6 +447,7 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
         val_pairs = VALIDATION_PAIRS
         description = {"kind": "synthetic", "clean": str(clean_dir) if clean_dir else "built-in",
                        "lens_fraction": lens_fraction, "drop_options": drop_options or None,
+                       "lens_drop_options": lens_drop_options or None,
                        "train_images": [path.name for path in train_paths],
                        "val_images": [path.name for path in val_paths]}
     val_rainy, val_clean = _materialise(
@@ -699,6 +702,7 @@ def train(
     lens_fraction=None,
     drop_options=None,
     patience=None,
+    lens_drop_options=None,
 ):
     """Train a DerainGAN as ``config`` says and write the run folder ``run_dir``.
 
@@ -718,7 +722,8 @@ def train(
         init: start from this generator (see :func:`load_init`) instead of
             random weights; the discriminator starts fresh unless it is a whole
             saved ``DerainGAN``.
-        real_fraction, colour_match, lens_fraction, drop_options: see :func:`build_data`.
+        real_fraction, colour_match, lens_fraction, drop_options, lens_drop_options:
+            see :func:`build_data`.
         patience: stop after this many epochs without a better validation score.
 
     Returns:
@@ -756,7 +761,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     train_data, steps, (val_rainy, val_clean), description = build_data(
         config, data, val, clean_dir, real_fraction=real_fraction, colour_match=colour_match,
-        lens_fraction=lens_fraction, drop_options=drop_options,
+        lens_fraction=lens_fraction, drop_options=drop_options, lens_drop_options=lens_drop_options,
     )
     runtime = {"strategy": strategy, "replicas": replicas, "mixed_precision": mixed_precision,
                "jit_compile": jit_compile, "gpus": len(tf.config.list_physical_devices("GPU"))}

@@ -255,6 +255,8 @@ def test_nan_losses_stop_the_run_with_a_clear_error(tmp_path):
         (["--drops", '{"density": 7}'], "--drops: raindrop option density=7 is outside"),
         (["--drops", '{"sizes": 1}'], "--drops: unknown raindrop option(s) ['sizes']"),
         (["--drops", "density=0.5"], "--drops: Expecting value"),
+        (["--lens-drops", '{"blur_range": [0.2, 0.1]}'], "--lens-drops: raindrop option blur_range"),
+        (["--lens-drops", "[1]"], "--lens-drops: not a JSON object"),
     ],
 )
 def test_bad_flags_fail_before_training(tmp_path, capsys, argv, message):
@@ -273,6 +275,20 @@ def test_drop_options_reach_the_renderer_and_the_record(tmp_path):
     np.testing.assert_array_equal(rainy.numpy(), clean.numpy())
     assert float(np.max(mask)) == 0.0
     assert description["drop_options"] == {"dry_fraction": 1.0} and description["lens_fraction"] == 0.0
+
+
+def test_lens_drop_options_reach_the_lens_batches_and_the_record():
+    config = resolve("restoration", builtin_data=True, **TINY)
+    # Lens batches only, all dry by the lens override; the window options say nothing of dryness.
+    train, _, _, description = training.build_data(config, lens_fraction=1.0, lens_drop_options={"dry_fraction": 1.0})
+    rainy, clean, mask = next(iter(train))
+    np.testing.assert_array_equal(rainy.numpy(), clean.numpy())
+    assert float(np.max(mask)) == 0.0
+    assert description["lens_drop_options"] == {"dry_fraction": 1.0}
+    # Without the override the same lens batches carry drops.
+    train, _, _, _ = training.build_data(config, lens_fraction=1.0)
+    rainy, clean, _ = next(iter(train))
+    assert not np.array_equal(rainy.numpy(), clean.numpy())
     rainy, clean, _ = next(iter(training.build_data(config)[0]))
     assert not np.array_equal(rainy.numpy(), clean.numpy())  # the defaults render drops
 

@@ -103,6 +103,7 @@ def synthetic_dataset(
     cache=True,
     lens_fraction=None,
     return_mask=False,
+    lens_options=None,
 ):
     """A ``tf.data.Dataset`` of ``(rainy, clean)`` batches with raindrops rendered on the fly.
 
@@ -136,6 +137,9 @@ def synthetic_dataset(
             on a lens close to the camera), in ``[0, 1]``. ``None``: 0.25 with
             the default options (training data for windows and lenses alike),
             0 when ``raindrop_options`` is given.
+        lens_options: the lens batches' drops: ``None`` for
+            ``raindrops.LENS_STYLE``, or a ``RaindropOptions`` or a dict of
+            overrides of the lens style (e.g. ``{"blur_range": (0.0, 0.03)}``).
         return_mask: also yield the renderer's exact drop mask,
             ``(rainy, clean, mask)`` with mask ``[batch, crop, crop, 1]`` in [0, 1]
             (0 exactly where rainy == clean), to supervise a mask head.
@@ -163,6 +167,7 @@ def synthetic_dataset(
     if not 0.0 <= lens_fraction <= 1.0:
         raise ValueError(f"lens_fraction must be in [0, 1], got {lens_fraction!r}")
     options = _resolve_options(raindrop_options)
+    lens_style = _resolve_options(lens_options, base="lens")
     paths = [str(path) for path in clean_image_paths(clean_source)]
 
     def decode(path):
@@ -201,7 +206,7 @@ def synthetic_dataset(
             style_draw = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(batch_seeds[0], 2))
             rainy, mask = tf.cond(
                 style_draw < lens_fraction,
-                lambda: render(raindrops.LENS_STYLE, *arguments),
+                lambda: render(lens_style, *arguments),
                 lambda: render(options, *arguments),
             )
         else:
@@ -217,7 +222,8 @@ def synthetic_dataset(
     return pairs.prefetch(tf.data.AUTOTUNE)
 
 
-def _resolve_options(options):
+def _resolve_options(options, base=None):
+    """``options`` as ``RaindropOptions``; a dict overrides ``base`` (a style name; None: the defaults)."""
     if isinstance(options, dict):
-        return raindrops.raindrop_options(**options)
-    return raindrops.raindrop_options(options)
+        return raindrops.raindrop_options(base, **options)
+    return raindrops.raindrop_options(base if options is None else options)
