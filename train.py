@@ -109,23 +109,20 @@ def main(argv=None):
         return fail(f"--real-fraction must be in (0, 1], got {args.real_fraction}")
     if args.lens_fraction is not None and not 0.0 <= args.lens_fraction <= 1.0:
         return fail(f"--lens-fraction must be in [0, 1], got {args.lens_fraction}")
-    drops = lens_drops = None
+    parsed = {}  # style -> its overrides
     for flag, text, style in (("--drops", args.drops, None), ("--lens-drops", args.lens_drops, "lens")):
         if text is None:
             continue
         try:
-            parsed = json.loads(text)
-            if not isinstance(parsed, dict):
+            parsed[style] = json.loads(text)
+            if not isinstance(parsed[style], dict):
                 raise ValueError("not a JSON object")
             from keras_derain.data.raindrops import raindrop_options
 
-            raindrop_options(style, **parsed)
+            raindrop_options(style, **parsed[style])
         except (ValueError, TypeError) as error:
             return fail(f"{flag}: {error}")
-        if style is None:
-            drops = parsed
-        else:
-            lens_drops = parsed
+    drops, lens_drops = parsed.get(None), parsed.get("lens")
     if args.patience is not None and args.patience <= 0:
         return fail(f"--patience must be a positive integer, got {args.patience}")
     if args.strategy == "multiworker" and not args.name:

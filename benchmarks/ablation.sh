@@ -19,8 +19,10 @@ drops='{"radius_range":[0.015,0.12],"view_tilt_range":[0.2,0.6],"contrast_range"
 row() {  # label arch config name [lens-style overrides]
     if [ -f "$dir/$4.keras" ]; then echo "skip $4 (kept model found)"; return; fi
     echo "== $(date +%T) $1"
+    lens='{}'
+    if [ $# -ge 5 ]; then lens=$5; fi
     python benchmarks/sim2real.py --label "$1" --arch "$2" --config "$3" --seed 0 --steps "$steps" \
-        --options "$drops" --lens-fraction 0.25 --lens-options "${5:-{\}}" \
+        --options "$drops" --lens-fraction 0.25 --lens-options "$lens" \
         --out benchmarks/results/ablation.md --keep "$dir/$4.part.keras"
     mv "$dir/$4.part.keras" "$dir/$4.keras"
 }
