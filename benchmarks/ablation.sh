@@ -16,13 +16,13 @@ mkdir -p "$dir"
 # The v3 window style with 20% dry pairs: what the shipped restoration model was trained on.
 drops='{"radius_range":[0.015,0.12],"view_tilt_range":[0.2,0.6],"contrast_range":[0.2,0.6],"haze_range":[0.2,0.5],"opacity_range":[0.75,1.0],"density":0.5,"tail":0.15,"elongation":1.15,"blur_range":[0.015,0.05],"shape_noise":0.08,"dry_fraction":0.2}'
 
-row() {  # label arch config name [lens-style overrides]
+row() {  # label arch config name [lens-style overrides [lens fraction]]
     if [ -f "$dir/$4.keras" ]; then echo "skip $4 (kept model found)"; return; fi
     echo "== $(date +%T) $1"
-    lens='{}'
-    if [ $# -ge 5 ]; then lens=$5; fi
+    lens=${5:-'{}'}
+    lens_fraction=${6:-0.25}
     python benchmarks/sim2real.py --label "$1" --arch "$2" --config "$3" --seed 0 --steps "$steps" \
-        --options "$drops" --lens-fraction 0.25 --lens-options "$lens" \
+        --options "$drops" --lens-fraction "$lens_fraction" --lens-options "$lens" \
         --out benchmarks/results/ablation.md --keep "$dir/$4.part.keras"
     mv "$dir/$4.part.keras" "$dir/$4.keras"
 }
@@ -42,6 +42,8 @@ row "H: G + the local affine head (correction = gain * rainy + offset)" restorat
 # drop statistics (benchmarks/results/realism.md); the window style is unchanged.
 lens_v6='{"blur_range":[0.0,0.02],"density":1.0,"radius_range":[0.02,0.4],"gain_range":[0.9,1.4],"contrast_range":[0.1,0.4],"haze_range":[0.0,0.2],"opacity_range":[0.95,1.0],"softness_range":[0.03,0.15],"rim_darkening":1.0,"contact_angle_range":[40.0,60.0],"view_tilt_range":[0.2,0.6],"glow":0.03,"smear":0.03,"shape_noise":0.12,"elongation":1.2,"tail":0.3}'
 row "I: H with sharp, opaque lens drops (v6 lens style)" restoration '{"affine":true}' i_lens_v6 "$lens_v6"
+# Row I's trade (lens up, Raindrop down), with fewer lens batches: 10% rather than 25%.
+row "J: I with 10% lens batches" restoration '{"affine":true}' j_lens_v6_10 "$lens_v6" 0.10
 row "C: B + mask BCE 20" restoration '{"ssim_weight":0,"fft_weight":0}' c_mask
 row "D: C + 1-SSIM 40" restoration '{"fft_weight":0}' d_ssim
 echo "== $(date +%T) done"
