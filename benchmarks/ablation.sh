@@ -44,6 +44,10 @@ lens_v6='{"blur_range":[0.0,0.02],"density":1.0,"radius_range":[0.02,0.4],"gain_
 row "I: H with sharp, opaque lens drops (v6 lens style)" restoration '{"affine":true}' i_lens_v6 "$lens_v6"
 # Row I's trade (lens up, Raindrop down), with fewer lens batches: 10% rather than 25%.
 row "J: I with 10% lens batches" restoration '{"affine":true}' j_lens_v6_10 "$lens_v6" 0.10
+# The first-generation renderer's drops (bright, soft-edged, low-contrast, nearly sharp; no glow or veil),
+# drawn by today's renderer as the second style (session 10; sim2real.md found they teach the lens pairs most).
+lens_v1like='{"density":0.4,"radius_range":[0.01,0.12],"shape_noise":0.05,"elongation":1.3,"tail":0.15,"contact_angle_range":[30.0,45.0],"view_tilt_range":[0.0,0.0],"gain_range":[1.1,1.4],"contrast_range":[0.35,0.7],"haze_range":[0.05,0.3],"opacity_range":[0.75,1.0],"softness_range":[0.15,0.6],"rim_darkening":0.5,"highlight":0.15,"blur_range":[0.005,0.025],"smear":0.0,"glow":0.0,"veil_range":[0.0,0.0],"dry_fraction":0.0}'
+row "K: H with v1-like drops as the second style (25% of batches)" restoration '{"affine":true}' k_v1like "$lens_v1like"
 row "C: B + mask BCE 20" restoration '{"ssim_weight":0,"fft_weight":0}' c_mask
 row "D: C + 1-SSIM 40" restoration '{"fft_weight":0}' d_ssim
 echo "== $(date +%T) done"
