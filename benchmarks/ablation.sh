@@ -48,6 +48,11 @@ row "J: I with 10% lens batches" restoration '{"affine":true}' j_lens_v6_10 "$le
 # drawn by today's renderer as the second style (session 10; sim2real.md found they teach the lens pairs most).
 lens_v1like='{"density":0.4,"radius_range":[0.01,0.12],"shape_noise":0.05,"elongation":1.3,"tail":0.15,"contact_angle_range":[30.0,45.0],"view_tilt_range":[0.0,0.0],"gain_range":[1.1,1.4],"contrast_range":[0.35,0.7],"haze_range":[0.05,0.3],"opacity_range":[0.75,1.0],"softness_range":[0.15,0.6],"rim_darkening":0.5,"highlight":0.15,"blur_range":[0.005,0.025],"smear":0.0,"glow":0.0,"veil_range":[0.0,0.0],"dry_fraction":0.0}'
 row "K: H with v1-like drops as the second style (25% of batches)" restoration '{"affine":true}' k_v1like "$lens_v1like"
+# Context (session 11): the same pixels per step as 2 crops of 256x256 instead of 8 of 128x128. A large
+# defocused Raindrop drop (radius up to 0.12 x 480 px) nearly fills a 128 crop, so a model trained on
+# 128 crops rarely sees a drop with its surroundings.
+row "L: H on 256x256 crops, batch 2" restoration '{"affine":true,"crop_size":256,"batch_size":2}' l_h_crop256
+row "M: I on 256x256 crops, batch 2" restoration '{"affine":true,"crop_size":256,"batch_size":2}' m_i_crop256 "$lens_v6"
 row "C: B + mask BCE 20" restoration '{"ssim_weight":0,"fft_weight":0}' c_mask
 row "D: C + 1-SSIM 40" restoration '{"fft_weight":0}' d_ssim
 echo "== $(date +%T) done"

@@ -95,7 +95,8 @@ def train_generator(paths, options, seed, steps, lens_fraction=None, config=None
     keras.utils.set_random_seed(seed)
     gan = build_gan(config)
     train = synthetic_dataset(
-        paths, crop_size=128, batch_size=8, seed=seed, raindrop_options=options or None,
+        paths, crop_size=config["crop_size"], batch_size=config["batch_size"], seed=seed,
+        raindrop_options=options or None,
         lens_fraction=lens_fraction, return_mask=wants_mask(config), lens_options=lens_options or None,
     )
     started = time.perf_counter()
