@@ -17,7 +17,7 @@ names of each side) and, with ``--materialise DIR``, ``DIR/train/{data,gt}`` and
 
 Example:
     python benchmarks/lens_split.py --materialise ~/lens_split
-    python train.py --init default --data ~/lens_split/train --val ~/lens_split/val ...
+    python train.py --init pix2pix --data ~/lens_split/train --val ~/lens_split/val ...
 """
 
 import argparse

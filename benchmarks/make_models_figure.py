@@ -4,7 +4,7 @@ Rows: a real Raindrop pair (drops on a glass pane, 720x480) and a real RobotCar
 lens pair from the lens model's validation split (never trained on): the one
 whose PSNR-Y gain under the lens model is the median of the split (not a
 chosen best case). Columns:
-rainy | ``default`` | ``lens`` | clean, with each output's PSNR-Y against the
+rainy | ``default`` | ``pix2pix`` | ``lens`` | clean, with each output's PSNR-Y against the
 clean image. Needs ``../shared``. Run:
 
     python benchmarks/make_models_figure.py [--out PATH]
@@ -37,7 +37,7 @@ def main(argv=None):
 
     import json
 
-    models = {name: Derainer(name) for name in ("default", "lens")}
+    models = {name: Derainer(name) for name in ("default", "pix2pix", "lens")}
     lens_folder = SHARED / "raindrop_real_lens"
     gains = {}
     for index in json.loads(SPLIT.read_text())["val"]:

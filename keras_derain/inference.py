@@ -30,7 +30,7 @@ pixels farther than the receptive field from every tile edge (16 pixels for
 a depth-3 U-Net), and the blend keeps the seams small; in
 tests/test_inference.py a random depth-3 network with 64-pixel tiles and
 overlap 16 differs by at most 0.06 in [-1, 1] (mean 0.002). An instance-norm
-generator (the Pix2Pix default) normalises each tile with the tile's own
+generator (the study's Pix2Pix, built-in ``pix2pix``) normalises each tile with the tile's own
 statistics, so its tiled output differs everywhere, not only at seams (mean
 0.12 for that random network with 64-pixel tiles; not measured for a trained
 generator). It was trained on crops, so neither output is more "correct";
@@ -83,7 +83,7 @@ def builtin_models():
 
     Example:
         >>> sorted(builtin_models())  # doctest: +SKIP
-        ['default', 'lens', 'restoration']
+        ['default', 'lens', 'pix2pix', 'restoration']
     """
     models = {}
     for path in sorted(DEFAULT_WEIGHTS_DIR.iterdir()) if DEFAULT_WEIGHTS_DIR.is_dir() else []:
@@ -480,8 +480,10 @@ class Derainer:
 
     Args:
         path: a ``.keras`` generator, a SavedModel folder or an ``.onnx`` file
-            (from export.py), or a built-in name: ``"default"`` (windows and
-            windscreens) or ``"lens"`` (drops on a camera lens); None: the
+            (from export.py), or a built-in name: ``"default"`` (the
+            mask-guided restoration generator: windows, windscreens and lenses),
+            ``"lens"`` (drops on a camera lens), ``"restoration"`` (leaves dry
+            photos most alone) or ``"pix2pix"`` (the study's); None: the
             default generator shipped in ``keras_derain/weights/``.
         tile_size: photos taller or wider than this run in overlapping
             tiles of this side (ignored for a fixed-size generator, which

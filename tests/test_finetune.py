@@ -75,7 +75,9 @@ def test_a_whole_gan_brings_its_discriminator(tmp_path):
 
 def test_init_by_builtin_name_uses_the_shipped_file():
     default = training.load_init("default")
-    assert default.path.name == "generator.f16.npz" and default.arch == "pix2pix" and default.base_channels == 32
+    assert default.path.name == "generator.f16.npz" and default.arch == "restoration"
+    pix2pix = training.load_init("pix2pix")  # the study's generator, which the lens model was fine-tuned from
+    assert pix2pix.path.name == "pix2pix.f16.npz" and pix2pix.arch == "pix2pix" and pix2pix.base_channels == 32
     builtin = training.builtin_models()  # the names Derainer and export.py know too
     assert builtin["default"] == default.path and builtin["lens"].name == "lens.f16.npz"
     assert training.load_init("lens").path == builtin["lens"]
