@@ -46,11 +46,11 @@ def test_restoration_model_leaves_dry_photos_far_more_alone(restoration):
         assert kept > pix2pix + 3.0, (path.name, kept, pix2pix)
 
 
-@pytest.mark.parametrize("name", ["default", "restoration"])
-def test_mask_guided_models_keep_ssim_above_the_input_on_each_real_pair(name, shared_data):
+@pytest.mark.parametrize("loaded", ["derainer", "restoration"])  # default, restoration: the module's fixtures
+def test_mask_guided_models_keep_ssim_above_the_input_on_each_real_pair(loaded, shared_data, request):
     from keras_derain.metrics import ssim
 
-    model = Derainer(name)
+    model = request.getfixturevalue(loaded)
     root = shared_data / "raindrop_real"
     for index in (0, 1):
         rainy = read_rgb(root / "data" / f"{index}_rain.png")
