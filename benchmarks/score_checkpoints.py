@@ -10,6 +10,12 @@ This is how a model trained on rendered drops only is *selected* on the real pai
 trains on them. Results are cached in ``--out`` (JSON lines), so a rerun scores only new files.
 
     python benchmarks/score_checkpoints.py ~/runs/rest-ln/epochs/*.keras --out benchmarks/results/rest-ln.jsonl
+
+``--judge`` applies the shipping rule of ``benchmarks/results/restoration.md`` to the last model
+named, against the first (the shipped ``default``), and prints the verdict with its reasons, so the
+rule is read out by code, not by eye:
+
+    python benchmarks/score_checkpoints.py default ~/runs/rest-dry/mean26-30.keras --out scores.jsonl --judge
 """
 
 import argparse
@@ -69,6 +75,44 @@ def line(row):
             f"| {row['dry_builtin']['min']:.1f} / {row['dry_window']['min']:.1f} / {row['dry_lens']['min']:.1f} |")
 
 
+DRY_BAR_DB = 38.0  # issue #12: a dry photo comes out within this PSNR of itself
+MARGIN_DB = 0.5  # how far under the default a named, dry-safe built-in may score on each real set
+
+
+def verdict(candidate, default):
+    """Apply the shipping rule to two score rows; returns ``("default" | "dry-safe" | "none", reasons)``.
+
+    - ``"default"``: the candidate beats ``default`` on both real sets (mean PSNR-Y), keeps SSIM-Y
+      above the input on each Raindrop pair and on the lens pairs, and its built-in dry minimum is
+      higher.
+    - ``"dry-safe"``: else, if it meets the dry bar on all three dry groups, keeps SSIM-Y above the
+      input as above, and scores within ``MARGIN_DB`` of ``default`` on both real sets.
+    - ``"none"``: otherwise.
+
+    >>> row = {"window_model_psnr_y": 20.7, "lens_model_psnr_y": 13.9, "window_input_psnr_y": 19.0,
+    ...        "lens_input_psnr_y": 13.4, "lens_model_ssim_y": 0.59, "lens_input_ssim_y": 0.57,
+    ...        "window_ssim_each": [[0.80, 0.81], [0.78, 0.79]],
+    ...        "dry_builtin": {"min": 27.9}, "dry_window": {"min": 50.7}, "dry_lens": {"min": 32.7}}
+    >>> dry = dict(row, window_model_psnr_y=20.6, dry_builtin={"min": 56.5}, dry_lens={"min": 44.7})
+    >>> verdict(dry, row)[0]
+    'dry-safe'
+    """
+    ssim_ok = (all(model > before for before, model in candidate["window_ssim_each"])
+               and candidate["lens_model_ssim_y"] > candidate["lens_input_ssim_y"])
+    gains = {name: candidate[f"{name}_model_psnr_y"] - default[f"{name}_model_psnr_y"] for name in ("window", "lens")}
+    dry = {name: candidate[f"dry_{name}"]["min"] for name in ("builtin", "window", "lens")}
+    reasons = [f"{name}: {gain:+.2f} dB against default" for name, gain in gains.items()]
+    reasons.append("SSIM-Y above the input on each Raindrop pair and on lens: " + ("yes" if ssim_ok else "no"))
+    reasons.append("dry minima: " + " / ".join(f"{name} {value:.1f}" for name, value in dry.items())
+                   + f" dB (default's built-in {default['dry_builtin']['min']:.1f})")
+    if all(gain > 0 for gain in gains.values()) and ssim_ok and dry["builtin"] > default["dry_builtin"]["min"]:
+        return "default", reasons
+    if (all(value >= DRY_BAR_DB for value in dry.values()) and ssim_ok
+            and all(gain >= -MARGIN_DB for gain in gains.values())):
+        return "dry-safe", reasons
+    return "none", reasons
+
+
 HEADER = ("| model | raindrop_real PSNR-Y / SSIM-Y | change | lens PSNR-Y / SSIM-Y | change "
           "| dry min dB (built-in / window clean / lens clean) |\n| --- | --- | --- | --- | --- | --- |")
 
@@ -77,7 +121,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path, help="model files (.keras, .npz, built-in names)")
     parser.add_argument("--out", type=Path, required=True, help="JSON-lines cache of the scores")
+    parser.add_argument("--judge", action="store_true",
+                        help="apply the shipping rule to the last model against the first (see verdict())")
     args = parser.parse_args(argv)
+    if args.judge and len(args.models) < 2:
+        parser.error("--judge needs two models: the shipped default first, the candidate last")
     if not (SHARED / "raindrop_real").is_dir():
         print(f"error: {SHARED}: the shared real pairs are not here", file=sys.stderr)
         return 2
@@ -98,6 +146,11 @@ def main(argv=None):
     print(HEADER)
     for model in args.models:
         print(line(done[str(model)]))
+    if args.judge:
+        name, reasons = verdict(done[str(args.models[-1])], done[str(args.models[0])])
+        print(f"\nverdict for {args.models[-1]}: {name}")
+        for reason in reasons:
+            print(f"- {reason}")
     return 0
 
 

@@ -1,0 +1,58 @@
+"""The shipping rule of benchmarks/results/restoration.md, as `score_checkpoints.verdict` reads it out."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("score_checkpoints", REPO / "benchmarks" / "score_checkpoints.py")
+score_checkpoints = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(score_checkpoints)
+verdict = score_checkpoints.verdict
+
+
+def row(window=20.72, lens=13.95, each=((0.80, 0.81), (0.78, 0.79)), lens_ssim=0.589,
+        builtin=27.9, window_dry=50.7, lens_dry=32.7):
+    return {"window_input_psnr_y": 18.98, "window_model_psnr_y": window,
+            "lens_input_psnr_y": 13.43, "lens_model_psnr_y": lens,
+            "lens_input_ssim_y": 0.570, "lens_model_ssim_y": lens_ssim,
+            "window_ssim_each": [list(pair) for pair in each],
+            "dry_builtin": {"min": builtin}, "dry_window": {"min": window_dry}, "dry_lens": {"min": lens_dry}}
+
+
+DEFAULT = row()
+
+
+def test_a_better_model_on_both_sets_with_a_higher_dry_minimum_replaces_the_default():
+    assert verdict(row(window=20.80, lens=14.00, builtin=30.0), DEFAULT)[0] == "default"
+
+
+def test_losing_on_one_set_blocks_the_default_but_a_dry_safe_model_close_behind_ships_named():
+    candidate = row(window=20.80, lens=13.90, builtin=56.5, window_dry=float("inf"), lens_dry=44.7)
+    name, reasons = verdict(candidate, DEFAULT)
+    assert name == "dry-safe"
+    assert any("lens: -0.05 dB" in reason for reason in reasons)
+
+
+def test_a_higher_score_without_a_higher_builtin_dry_minimum_is_not_the_default():
+    assert verdict(row(window=20.80, lens=14.00, builtin=27.9), DEFAULT)[0] == "none"
+
+
+@pytest.mark.parametrize("change", [
+    {"lens_dry": 37.9},                         # one dry group under the 38 dB bar
+    {"window": 20.72 - 0.51},                   # more than 0.5 dB under the default on the Raindrop pairs
+    {"lens": 13.95 - 0.51},                     # ... or on the lens pairs
+    {"each": ((0.80, 0.81), (0.79, 0.78))},     # SSIM-Y under the input on one Raindrop pair
+    {"lens_ssim": 0.570},                       # lens SSIM-Y not above the input
+])
+def test_each_condition_of_the_dry_safe_branch_can_fail_it(change):
+    passing = dict(window=20.61, lens=13.87, builtin=56.5, window_dry=94.5, lens_dry=44.7)
+    assert verdict(row(**passing), DEFAULT)[0] == "dry-safe"
+    assert verdict(row(**{**passing, **change}), DEFAULT)[0] == "none"
+
+
+def test_ssim_under_the_input_also_blocks_the_default():
+    better = dict(window=21.0, lens=14.2, builtin=60.0, window_dry=90.0, lens_dry=45.0)
+    assert verdict(row(**better), DEFAULT)[0] == "default"
+    assert verdict(row(**better, each=((0.80, 0.79), (0.78, 0.79))), DEFAULT)[0] == "none"
