@@ -1,4 +1,5 @@
-"""The shipping rule of benchmarks/results/restoration.md, as `score_checkpoints.verdict` reads it out."""
+"""The shipping rule of benchmarks/results/restoration.md: its candidate (`average_checkpoints.py`) and its verdict
+(`score_checkpoints.verdict`)."""
 
 import importlib.util
 from pathlib import Path
@@ -6,10 +7,42 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("score_checkpoints", REPO / "benchmarks" / "score_checkpoints.py")
-score_checkpoints = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(score_checkpoints)
-verdict = score_checkpoints.verdict
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+verdict = _script("score_checkpoints").verdict
+average_checkpoints = _script("average_checkpoints")
+
+
+def test_the_candidate_is_the_mean_of_the_newest_epochs_weights(tmp_path):
+    import keras
+    import numpy as np
+
+    from keras_derain.models import restoration_generator
+
+    epochs = tmp_path / "epochs"
+    epochs.mkdir()
+    saved = []
+    for epoch in (1, 2, 3, 10):  # ep010 sorts after ep003: three digits keep the order
+        keras.utils.set_random_seed(epoch)
+        generator = restoration_generator(base_channels=4, depth=2, affine=True)
+        generator.set_weights([np.random.default_rng(epoch).normal(size=w.shape).astype(w.dtype)
+                               for w in generator.get_weights()])
+        generator.save(epochs / f"ep{epoch:03d}.keras")
+        saved.append(generator.get_weights())
+    out = tmp_path / "mean.keras"
+    assert average_checkpoints.main([str(epochs), "--last", "2", "--out", str(out)]) == 0
+    mean = keras.saving.load_model(out, compile=False).get_weights()
+    for got, third, tenth in zip(mean, saved[2], saved[3]):
+        np.testing.assert_allclose(got, (third + tenth) / 2, rtol=1e-6, atol=1e-6)
+    assert average_checkpoints.main([str(epochs), "--last", "5", "--out", str(tmp_path / "none.keras")]) == 2
+    assert not (tmp_path / "none.keras").exists()
 
 
 def row(window=20.72, lens=13.95, each=((0.80, 0.81), (0.78, 0.79)), lens_ssim=0.589,
