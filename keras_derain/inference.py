@@ -83,7 +83,7 @@ def builtin_models():
 
     Example:
         >>> sorted(builtin_models())  # doctest: +SKIP
-        ['default', 'lens', 'pix2pix', 'restoration']
+        ['default', 'dry-safe', 'lens', 'pix2pix', 'restoration']
     """
     models = {}
     for path in sorted(DEFAULT_WEIGHTS_DIR.iterdir()) if DEFAULT_WEIGHTS_DIR.is_dir() else []:
@@ -482,8 +482,10 @@ class Derainer:
         path: a ``.keras`` generator, a SavedModel folder or an ``.onnx`` file
             (from export.py), or a built-in name: ``"default"`` (the
             mask-guided restoration generator: windows, windscreens and lenses),
-            ``"lens"`` (drops on a camera lens), ``"restoration"`` (leaves dry
-            photos most alone) or ``"pix2pix"`` (the study's); None: the
+            ``"dry-safe"`` (``default`` fine-tuned with more dry pairs: dry
+            photos pass through), ``"lens"`` (drops on a camera lens),
+            ``"restoration"`` (the first mask-guided model) or ``"pix2pix"``
+            (the study's); None: the
             default generator shipped in ``keras_derain/weights/``.
         tile_size: photos taller or wider than this run in overlapping
             tiles of this side (ignored for a fixed-size generator, which

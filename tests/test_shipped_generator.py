@@ -46,7 +46,19 @@ def test_restoration_model_leaves_dry_photos_far_more_alone(restoration):
         assert kept > pix2pix + 3.0, (path.name, kept, pix2pix)
 
 
-@pytest.mark.parametrize("loaded", ["derainer", "restoration"])  # default, restoration: the module's fixtures
+@pytest.fixture(scope="module")
+def dry_safe():
+    return Derainer("dry-safe")
+
+
+def test_dry_safe_model_passes_dry_photos_through(dry_safe):
+    # Issue #12's dry bar: a photo without drops comes back within 38 dB of itself.
+    for path in builtin_clean_images():
+        photo = read_rgb(path)
+        assert float(psnr(dry_safe.derain(photo), photo, 255)) >= 38.0, path.name
+
+
+@pytest.mark.parametrize("loaded", ["derainer", "restoration", "dry_safe"])  # the module's fixtures
 def test_mask_guided_models_keep_ssim_above_the_input_on_each_real_pair(loaded, shared_data, request):
     from keras_derain.metrics import ssim
 
