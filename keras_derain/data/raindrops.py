@@ -119,6 +119,15 @@ class RaindropOptions:
             do not (slope 0.98, offset -0.9), so the window style has none.
         dry_fraction: share of images left without any drop (rainy == clean),
             so a model learns to leave dry photos alone, ``[0, 1]``.
+        halo: strength of a halo that brightens the scene round each drop by a
+            gain, ``clean * (1 + halo * b)``, ``[0, 1]``; ``b`` is the drops'
+            alpha smoothed by a bell-shaped kernel (two tent passes) reaching
+            ``halo_reach``. Unlike ``glow`` (a wash toward white) it keeps the
+            scene's texture, as the real Raindrop pairs show round their drops
+            (``benchmarks/results/realism.md``). The returned mask covers the
+            halo too, so a model is taught to repair it. 0 (the default): none.
+        halo_reach: how far the halo reaches beyond a drop's edge, fraction of
+            the short side, ``[0, 0.1]``.
 
     Example:
         >>> options = RaindropOptions(density=0.6)
@@ -146,6 +155,8 @@ class RaindropOptions:
     glow: float = 0.1
     veil_range: tuple = (0.0, 0.0)
     dry_fraction: float = 0.1
+    halo: float = 0.0
+    halo_reach: float = 0.02
 
     def __post_init__(self):
         _check_number("density", self.density, 0.0, 1.0)
@@ -168,6 +179,8 @@ class RaindropOptions:
         _check_number("glow", self.glow, 0.0, 0.5)
         _check_range("veil_range", self.veil_range, 0.0, 0.5)
         _check_number("dry_fraction", self.dry_fraction, 0.0, 1.0)
+        _check_number("halo", self.halo, 0.0, 1.0)
+        _check_number("halo_reach", self.halo_reach, 0.0, 0.1)
 
 
 def _check_number(name, value, low, high):
@@ -338,8 +351,14 @@ def _render(clean, seed, options, reference_side=None, environment=None, window=
     layers = _drop_layers(background, environment, window, seed, options, short_side)
     layers = tf.image.resize(layers, tf.stack([height, width]), method="bilinear")
 
-    premultiplied, mask = layers[..., :3], tf.clip_by_value(layers[..., 3:], 0.0, 1.0)
-    rainy = premultiplied + (1.0 - mask) * clean
+    premultiplied, mask = layers[..., :3], tf.clip_by_value(layers[..., 3:4], 0.0, 1.0)
+    if options.halo > 0.0:
+        # The halo lifts what shows between the drops by a gain, and the mask covers it.
+        spread = tf.clip_by_value(layers[..., 4:], 0.0, 1.0)
+        rainy = premultiplied + (1.0 - mask) * clean * (1.0 + options.halo * spread)
+        mask = 1.0 - (1.0 - mask) * (1.0 - spread)
+    else:
+        rainy = premultiplied + (1.0 - mask) * clean
     # Every kernel above has compact support and non-negative weights, so the
     # mask is exactly 0 away from the drops; this makes those pixels exact copies.
     rainy = tf.where(mask > 0.0, tf.clip_by_value(rainy, 0.0, 1.0), clean)
@@ -393,7 +412,21 @@ def _drop_layers(clean, environment, window, seed, options, short_side):
         layers = _smear_down(layers, tf.cast(tf.round(options.smear * short_side), tf.int32))
     if options.veil_range[1] > 0.0:
         layers = _veil(layers, environment, wet, seeds[-1], options)
+    if options.halo > 0.0:
+        layers = tf.concat([layers, _halo_spread(layers[..., 3:4], options.halo_reach * short_side)], axis=-1)
     return layers
+
+
+def _halo_spread(alpha, reach):
+    """The drops' ``alpha`` smoothed by two tent passes of half ``reach`` px each: a bell-shaped falloff.
+
+    Two tents make a smooth (quadratic-spline-like) kernel, so the halo fades
+    without the pyramid blur's piecewise-linear steps. The result is
+    normalised so a large drop's interior reads 1, and it is exactly 0 beyond
+    ``reach`` from every drop (non-negative, compact kernels).
+    """
+    half = tf.maximum(tf.cast(tf.round(reach / 2.0), tf.int32), 1)
+    return tf.clip_by_value(_tent_blur(_tent_blur(alpha, half), half), 0.0, 1.0)
 
 
 def _veil(layers, environment, wet, seed, options):
