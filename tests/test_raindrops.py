@@ -131,6 +131,9 @@ def test_default_coverage_is_within_the_real_range(shared_data):
         ("radius_range", (0.01, 0.6)),
         ("veil_range", (0.0, 0.7)),
         ("veil_range", (0.2, 0.1)),
+        ("halo", 1.5),
+        ("halo", -0.1),
+        ("halo_reach", 0.2),
     ],
 )
 def test_new_options_are_range_checked(name, value):
@@ -172,6 +175,29 @@ def test_veil_lifts_every_pixel_toward_a_bright_light_and_is_in_the_mask():
     np.testing.assert_array_equal(render_raindrops(clean, seed=2, density=0.0).numpy(), clean)
     dry = render_raindrops(clean, seed=2, options="lens", dry_fraction=1.0).numpy()
     np.testing.assert_array_equal(dry, clean)
+
+
+def test_halo_lifts_the_surround_by_a_gain_inside_a_wider_mask():
+    clean = clean_batch(count=3, height=64, width=64)
+    common = dict(seed=6, return_mask=True, dry_fraction=0.0, density=0.15)
+    plain, plain_mask = (t.numpy() for t in render_raindrops(clean, **common))
+    rainy, mask = (t.numpy() for t in render_raindrops(clean, halo=0.4, halo_reach=0.05, **common))
+    again = render_raindrops(clean, halo=0.4, halo_reach=0.05, **common)[0].numpy()
+    np.testing.assert_array_equal(rainy, again)  # deterministic per seed
+    # The mask grows to cover the halo, and outside it every pixel is an exact copy.
+    assert np.all(mask >= plain_mask - 1e-6) and (mask > 0).mean() > (plain_mask > 0).mean()
+    outside = mask[..., 0] == 0.0
+    assert outside.any()
+    np.testing.assert_array_equal(rainy[outside], clean[outside])
+    # In the halo ring (in the new mask, not the drops') the scene is brighter by a gain of at most 1 + halo.
+    ring = (plain_mask[..., 0] == 0.0) & (mask[..., 0] > 0.05)
+    assert ring.any()
+    ratio = rainy[ring] / np.maximum(clean[ring], 1e-3)
+    bright = clean[ring] > 0.05
+    assert np.all(ratio[bright] >= 1.0 - 1e-5) and np.all(ratio[bright] <= 1.4 + 1e-4)
+    assert rainy[ring].mean() > clean[ring].mean()
+    # halo 0 is the renderer without a halo, to the bit.
+    np.testing.assert_array_equal(render_raindrops(clean, halo=0.0, **common)[0].numpy(), plain)
 
 
 def test_lens_style_drops_are_larger_and_cover_more():
