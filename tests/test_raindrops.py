@@ -198,6 +198,11 @@ def test_halo_lifts_the_surround_by_a_gain_inside_a_wider_mask():
     assert rainy[ring].mean() > clean[ring].mean()
     # halo 0 is the renderer without a halo, to the bit.
     np.testing.assert_array_equal(render_raindrops(clean, halo=0.0, **common)[0].numpy(), plain)
+    # The halo grows round the drops, not round a veil: far from them, a veiled render is unchanged by it.
+    veiled = dict(common, veil_range=(0.1, 0.1))
+    with_veil = render_raindrops(clean, **veiled)[0].numpy()
+    with_both = render_raindrops(clean, halo=0.4, halo_reach=0.05, **veiled)[0].numpy()
+    np.testing.assert_array_equal(with_both[outside], with_veil[outside])
 
 
 def test_lens_style_drops_are_larger_and_cover_more():

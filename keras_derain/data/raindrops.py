@@ -410,10 +410,12 @@ def _drop_layers(clean, environment, window, seed, options, short_side):
         layers = layers + tf.concat([halo, halo, halo, halo], axis=-1) * (1.0 - layers[..., 3:])
     if options.smear > 0.0:
         layers = _smear_down(layers, tf.cast(tf.round(options.smear * short_side), tf.int32))
+    if options.halo > 0.0:  # from the drops' alpha alone: the veil covers the whole frame
+        spread = _halo_spread(layers[..., 3:4], options.halo_reach * short_side)
     if options.veil_range[1] > 0.0:
         layers = _veil(layers, environment, wet, seeds[-1], options)
     if options.halo > 0.0:
-        layers = tf.concat([layers, _halo_spread(layers[..., 3:4], options.halo_reach * short_side)], axis=-1)
+        layers = tf.concat([layers, spread], axis=-1)
     return layers
 
 
@@ -421,9 +423,10 @@ def _halo_spread(alpha, reach):
     """The drops' ``alpha`` smoothed by two tent passes of half ``reach`` px each: a bell-shaped falloff.
 
     Two tents make a smooth (quadratic-spline-like) kernel, so the halo fades
-    without the pyramid blur's piecewise-linear steps. The result is
-    normalised so a large drop's interior reads 1, and it is exactly 0 beyond
-    ``reach`` from every drop (non-negative, compact kernels).
+    without the pyramid blur's piecewise-linear steps. The kernels sum to 1,
+    so inside a drop much wider than ``reach`` it reads the drop's alpha, and
+    it is exactly 0 beyond ``reach`` (at least 2 px) from every drop
+    (non-negative, compact kernels).
     """
     half = tf.maximum(tf.cast(tf.round(reach / 2.0), tf.int32), 1)
     return tf.clip_by_value(_tent_blur(_tent_blur(alpha, half), half), 0.0, 1.0)
