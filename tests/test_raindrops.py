@@ -205,6 +205,41 @@ def test_halo_lifts_the_surround_by_a_gain_inside_a_wider_mask():
     np.testing.assert_array_equal(with_both[outside], with_veil[outside])
 
 
+def test_wash_halo_blends_the_surround_toward_one_light_and_lifts_dark_pixels_most():
+    clean = clean_batch(count=3, height=64, width=64)
+    common = dict(seed=6, return_mask=True, dry_fraction=0.0, density=0.15, halo=0.4, halo_reach=0.05)
+    plain_mask = render_raindrops(clean, seed=6, return_mask=True, dry_fraction=0.0, density=0.15)[1].numpy()
+    rainy, mask = (t.numpy() for t in render_raindrops(clean, halo_mode="wash", **common))
+    np.testing.assert_array_equal(rainy, render_raindrops(clean, halo_mode="wash", **common)[0].numpy())
+    gain_mask = render_raindrops(clean, **common)[1].numpy()
+    np.testing.assert_array_equal(mask, gain_mask)  # the same halo footprint as the gain's
+    outside = mask[..., 0] == 0.0
+    assert outside.any()
+    np.testing.assert_array_equal(rainy[outside], clean[outside])
+    for index in range(3):
+        ring = (plain_mask[index, ..., 0] == 0.0) & (mask[index, ..., 0] > 0.05)
+        assert ring.any()
+        before, after = clean[index][ring], rainy[index][ring]
+        # rainy = (1 - s) * clean + s * light with one light per image: every ring pixel moves toward it
+        # and stops short of it; the light lies between the scene's mean and white.
+        strength = np.clip(0.4 * mask[index][ring], 0.0, 0.4)  # s <= halo
+        step = after - before
+        light = before + step / np.maximum(strength, 1e-6)
+        scene = clean[index].mean(axis=(0, 1))
+        dark = before < scene[None, :] - 0.1
+        assert np.all(step[dark] > 0.0)  # dark pixels are lifted
+        firm = strength[:, 0] > 0.02
+        guess = np.median(light[firm], axis=0)
+        np.testing.assert_allclose(light[firm], np.broadcast_to(guess, light[firm].shape), atol=1e-3)
+        assert np.all(guess >= scene - 1e-3) and np.all(guess <= 1.0 + 1e-3), (guess, scene)
+        # Unlike the gain, the wash lifts dark pixels more than bright ones.
+        luma = before.mean(axis=-1)
+        low, high = luma < np.quantile(luma, 0.3), luma > np.quantile(luma, 0.7)
+        assert step[low].mean() > step[high].mean()
+    with pytest.raises(ValueError, match="halo_mode"):
+        RaindropOptions(halo_mode="glare")
+
+
 def test_lens_style_drops_are_larger_and_cover_more():
     clean = clean_batch(count=4, height=96, width=96)
     _, window = render_raindrops(clean, seed=5, return_mask=True, dry_fraction=0.0, reference_side=480)

@@ -128,6 +128,14 @@ class RaindropOptions:
             halo too, so a model is taught to repair it. 0 (the default): none.
         halo_reach: how far the halo reaches beyond a drop's edge, fraction of
             the short side, ``[0, 0.1]``.
+        halo_mode: how the halo changes the surround. ``"gain"`` (the default):
+            the lift above. ``"wash"``: a blend toward a light,
+            ``(1 - s) * clean + s * light`` with ``s = halo * b`` and ``light``
+            drawn per image between the scene's mean colour and white, as the
+            veil's. It lifts dark pixels most and leaves bright ones nearly as
+            they are, never past white, which is what the real Raindrop pairs
+            show round their drops (``benchmarks/results/realism.md``, session
+            18); the gain lifts bright pixels most and saturates them.
 
     Example:
         >>> options = RaindropOptions(density=0.6)
@@ -157,6 +165,7 @@ class RaindropOptions:
     dry_fraction: float = 0.1
     halo: float = 0.0
     halo_reach: float = 0.02
+    halo_mode: str = "gain"
 
     def __post_init__(self):
         _check_number("density", self.density, 0.0, 1.0)
@@ -181,6 +190,11 @@ class RaindropOptions:
         _check_number("dry_fraction", self.dry_fraction, 0.0, 1.0)
         _check_number("halo", self.halo, 0.0, 1.0)
         _check_number("halo_reach", self.halo_reach, 0.0, 0.1)
+        if self.halo_mode not in _HALO_MODES:
+            raise ValueError(f"raindrop option halo_mode must be one of {_HALO_MODES}, got {self.halo_mode!r}")
+
+
+_HALO_MODES = ("gain", "wash")
 
 
 def _check_number(name, value, low, high):
@@ -353,9 +367,14 @@ def _render(clean, seed, options, reference_side=None, environment=None, window=
 
     premultiplied, mask = layers[..., :3], tf.clip_by_value(layers[..., 3:4], 0.0, 1.0)
     if options.halo > 0.0:
-        # The halo lifts what shows between the drops by a gain, and the mask covers it.
+        # The halo changes what shows between the drops, and the mask covers it.
         spread = tf.clip_by_value(layers[..., 4:], 0.0, 1.0)
-        rainy = premultiplied + (1.0 - mask) * clean * (1.0 + options.halo * spread)
+        if options.halo_mode == "wash":
+            strength = options.halo * spread
+            below = (1.0 - strength) * clean + strength * _halo_light(environment, seed)
+        else:
+            below = clean * (1.0 + options.halo * spread)
+        rainy = premultiplied + (1.0 - mask) * below
         mask = 1.0 - (1.0 - mask) * (1.0 - spread)
     else:
         rainy = premultiplied + (1.0 - mask) * clean
@@ -430,6 +449,13 @@ def _halo_spread(alpha, reach):
     """
     half = tf.maximum(tf.cast(tf.round(reach / 2.0), tf.int32), 1)
     return tf.clip_by_value(_tent_blur(_tent_blur(alpha, half), half), 0.0, 1.0)
+
+
+def _halo_light(environment, seed):
+    """Per image, the light a ``"wash"`` halo blends toward: between the scene's mean colour and white, ``[B, 1, 1, 3]``."""
+    scene = tf.reduce_mean(environment, axis=[1, 2], keepdims=True)
+    draw = tf.random.stateless_uniform([tf.shape(environment)[0], 1, 1, 1], tf.random.experimental.stateless_fold_in(seed, 13))
+    return scene + (0.5 + 0.5 * draw) * (1.0 - scene)
 
 
 def _veil(layers, environment, wet, seed, options):
