@@ -452,10 +452,19 @@ def _halo_spread(alpha, reach):
 
 
 def _halo_light(environment, seed):
-    """Per image, the light a ``"wash"`` halo blends toward: between the scene's mean colour and white, ``[B, 1, 1, 3]``."""
-    scene = tf.reduce_mean(environment, axis=[1, 2], keepdims=True)
-    draw = tf.random.stateless_uniform([tf.shape(environment)[0], 1, 1, 1], tf.random.experimental.stateless_fold_in(seed, 13))
-    return scene + (0.5 + 0.5 * draw) * (1.0 - scene)
+    """Per image, the light a ``"wash"`` halo blends toward (the veil's kind of light), ``[B, 1, 1, 3]``."""
+    draw = tf.random.stateless_uniform([tf.shape(environment)[0]], tf.random.experimental.stateless_fold_in(seed, 13))
+    return _scattered_light(environment, draw)
+
+
+def _scattered_light(environment, draw):
+    """Per image, a light from the scene's mean colour toward white, set by ``draw`` in [0, 1): ``[B, 1, 1, 3]``.
+
+    Scattered light comes mostly from the bright parts of the scene, so it
+    lies at least halfway from the scene's mean to white.
+    """
+    scene = tf.reduce_mean(environment, axis=[1, 2])
+    return (scene + (0.5 + 0.5 * draw[:, None]) * (1.0 - scene))[:, None, None, :]
 
 
 def _veil(layers, environment, wet, seed, options):
@@ -468,8 +477,7 @@ def _veil(layers, environment, wet, seed, options):
     batch = tf.shape(layers)[0]
     draws = tf.random.stateless_uniform([2, batch], tf.random.experimental.stateless_fold_in(seed, 11))
     strength = (_lerp(options.veil_range, draws[0]) * wet)[:, None, None, None]
-    scene = tf.reduce_mean(environment, axis=[1, 2])
-    light = (scene + (0.5 + 0.5 * draws[1][:, None]) * (1.0 - scene))[:, None, None, :]
+    light = _scattered_light(environment, draws[1])
     colour = (1.0 - strength) * layers[..., :3] + strength * light
     alpha = layers[..., 3:] + strength * (1.0 - layers[..., 3:])
     return tf.concat([colour, alpha], axis=-1)
