@@ -10,10 +10,11 @@ exposure difference) is taken off. A gain halo (``clean * (1 + h)``) lifts
 bright pixels most; a wash toward a light lifts dark ones most and leaves
 bright ones. Medians over pairs (and ``--seeds`` renders per pair).
 
-    python benchmarks/halo_rings.py --style v3+gain '{"halo": 0.4, "halo_reach": 0.04}'
+    python benchmarks/halo_rings.py --options "$v3" --style gain '{"halo": 0.4, "halo_reach": 0.04}'
 
-Each ``--style LABEL JSON`` is the v3 window options (``benchmarks/ablation.sh``)
-with the JSON's overrides.
+``--options`` overrides the window style for every rendered row, as in
+``realism.py`` (session 18 passed v3's, ``$drops`` of ``benchmarks/ablation.sh``
+without its ``dry_fraction``); each ``--style LABEL JSON`` adds its own overrides.
 """
 
 import argparse
@@ -26,11 +27,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-V3 = {
-    "radius_range": [0.015, 0.12], "view_tilt_range": [0.2, 0.6], "contrast_range": [0.2, 0.6],
-    "haze_range": [0.2, 0.5], "opacity_range": [0.75, 1.0], "density": 0.5, "tail": 0.15,
-    "elongation": 1.15, "blur_range": [0.015, 0.05], "shape_noise": 0.08,
-}
 RINGS = ((1, 4), (4, 10), (10, 25), (25, 40))  # px from the nearest drop pixel, at 720x480
 BINS = ((0, 60), (60, 120), (120, 180), (180, 256))  # the clean pixel's Y
 FAR = 60
@@ -60,15 +56,17 @@ def ring_profile(rainy, clean):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--options", default="{}", help="window-style overrides for every rendered row, as JSON")
     parser.add_argument("--style", nargs=2, action="append", default=[], metavar=("LABEL", "JSON"),
-                        help="a rendered style: v3's window options with these overrides")
+                        help="a rendered row: --options with these overrides")
     parser.add_argument("--seeds", type=int, default=3, help="renders per pair")
     args = parser.parse_args(argv)
 
     from realism import read_pairs, render
 
     pairs = read_pairs("raindrop_real")
-    styles = [("real pairs", None), ("v3", {})] + [(label, json.loads(text)) for label, text in args.style]
+    base = json.loads(args.options)
+    styles = [("real pairs", None), ("base", {})] + [(label, json.loads(text)) for label, text in args.style]
     print(f"| style | {' | '.join(f'{near}-{out} px' for near, out in RINGS)} |")
     print("| --- |" + " --- |" * len(RINGS))
     for label, overrides in styles:
@@ -78,7 +76,7 @@ def main(argv=None):
                 profiles.append(ring_profile(rainy, clean))
             else:
                 for seed in range(args.seeds):
-                    profiles.append(ring_profile(render(clean, {**V3, **overrides}, seed), clean))
+                    profiles.append(ring_profile(render(clean, {**base, **overrides}, seed), clean))
         table = np.nanmedian(np.stack(profiles), axis=0)
         cells = [" ".join(f"{value:+.1f}" for value in row) for row in table]
         print(f"| {label} | " + " | ".join(cells) + " |")
