@@ -45,6 +45,31 @@ def test_the_candidate_is_the_mean_of_the_newest_epochs_weights(tmp_path):
     assert not (tmp_path / "none.keras").exists()
 
 
+def test_two_named_generators_are_averaged_and_a_missing_one_is_named(tmp_path, capsys):
+    import keras
+    import numpy as np
+
+    from keras_derain.models import restoration_generator
+
+    saved = []
+    for seed in (1, 2):
+        generator = restoration_generator(base_channels=4, depth=2, affine=True)
+        generator.set_weights([np.random.default_rng(seed).normal(size=w.shape).astype(w.dtype)
+                               for w in generator.get_weights()])
+        generator.save(tmp_path / f"g{seed}.keras")
+        saved.append(generator.get_weights())
+    out = tmp_path / "wise.keras"
+    assert average_checkpoints.main([str(tmp_path / "g1.keras"), str(tmp_path / "g2.keras"), "--out", str(out)]) == 0
+    for got, first, second in zip(keras.saving.load_model(out, compile=False).get_weights(), *saved):
+        np.testing.assert_allclose(got, (first + second) / 2, rtol=1e-6, atol=1e-6)
+    capsys.readouterr()
+    missing = tmp_path / "nowhere.keras"
+    assert average_checkpoints.main([str(tmp_path / "g1.keras"), str(missing), "--out", str(tmp_path / "x.keras")]) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert not (tmp_path / "x.keras").exists()
+    assert average_checkpoints.main([str(tmp_path / "g1.keras"), "--out", str(tmp_path / "x.keras")]) == 2
+
+
 def row(window=20.72, lens=13.95, each=((0.80, 0.81), (0.78, 0.79)), lens_ssim=0.589,
         builtin=27.9, window_dry=50.7, lens_dry=32.7):
     return {"window_input_psnr_y": 18.98, "window_model_psnr_y": window,
