@@ -20,22 +20,27 @@ verdict = _script("score_checkpoints").verdict
 average_checkpoints = _script("average_checkpoints")
 
 
-def test_the_candidate_is_the_mean_of_the_newest_epochs_weights(tmp_path):
-    import keras
+def _save_random_generator(path, seed):
+    """A tiny restoration generator with random weights drawn from ``seed``, saved at ``path``; its weights."""
     import numpy as np
 
     from keras_derain.models import restoration_generator
 
+    generator = restoration_generator(base_channels=4, depth=2, affine=True)
+    generator.set_weights([np.random.default_rng(seed).normal(size=w.shape).astype(w.dtype)
+                           for w in generator.get_weights()])
+    generator.save(path)
+    return generator.get_weights()
+
+
+def test_the_candidate_is_the_mean_of_the_newest_epochs_weights(tmp_path):
+    import keras
+    import numpy as np
+
     epochs = tmp_path / "epochs"
     epochs.mkdir()
-    saved = []
-    for epoch in (1, 2, 3, 10):  # ep010 sorts after ep003: three digits keep the order
-        keras.utils.set_random_seed(epoch)
-        generator = restoration_generator(base_channels=4, depth=2, affine=True)
-        generator.set_weights([np.random.default_rng(epoch).normal(size=w.shape).astype(w.dtype)
-                               for w in generator.get_weights()])
-        generator.save(epochs / f"ep{epoch:03d}.keras")
-        saved.append(generator.get_weights())
+    # ep010 sorts after ep003: three digits keep the order
+    saved = [_save_random_generator(epochs / f"ep{epoch:03d}.keras", epoch) for epoch in (1, 2, 3, 10)]
     out = tmp_path / "mean.keras"
     assert average_checkpoints.main([str(epochs), "--last", "2", "--out", str(out)]) == 0
     mean = keras.saving.load_model(out, compile=False).get_weights()
@@ -49,15 +54,7 @@ def test_two_named_generators_are_averaged_and_a_missing_one_is_named(tmp_path, 
     import keras
     import numpy as np
 
-    from keras_derain.models import restoration_generator
-
-    saved = []
-    for seed in (1, 2):
-        generator = restoration_generator(base_channels=4, depth=2, affine=True)
-        generator.set_weights([np.random.default_rng(seed).normal(size=w.shape).astype(w.dtype)
-                               for w in generator.get_weights()])
-        generator.save(tmp_path / f"g{seed}.keras")
-        saved.append(generator.get_weights())
+    saved = [_save_random_generator(tmp_path / f"g{seed}.keras", seed) for seed in (1, 2)]
     out = tmp_path / "wise.keras"
     assert average_checkpoints.main([str(tmp_path / "g1.keras"), str(tmp_path / "g2.keras"), "--out", str(out)]) == 0
     for got, first, second in zip(keras.saving.load_model(out, compile=False).get_weights(), *saved):
