@@ -28,15 +28,13 @@ def average(paths):
     """One generator whose weights are the mean of the generators saved at ``paths``."""
     import numpy as np
 
-    import keras_derain.models  # noqa: F401  (registers the custom layers)
-    from keras_derain.export import load_generator
+    from keras_derain.export import load_generator  # imports keras_derain.models, which registers the custom layers
 
     models = [load_generator(path) for path in paths]
     shapes = [[weight.shape for weight in model.get_weights()] for model in models]
     if any(shape != shapes[0] for shape in shapes):
         raise ValueError(f"{paths}: the checkpoints differ in architecture")
-    weights = [np.mean(np.stack(values).astype(np.float64), axis=0).astype(values[0].dtype)
-               for values in zip(*(model.get_weights() for model in models))]
+    weights = [np.mean(values, axis=0) for values in zip(*(model.get_weights() for model in models))]
     models[0].set_weights(weights)
     return models[0]
 
