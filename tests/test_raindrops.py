@@ -238,6 +238,40 @@ def test_wash_halo_blends_the_surround_toward_one_light_and_lifts_dark_pixels_mo
         assert step[low].mean() > step[high].mean()
     with pytest.raises(ValueError, match="halo_mode"):
         RaindropOptions(halo_mode="glare")
+    with pytest.raises(ValueError, match="'gain', 'wash', 'capped'"):
+        RaindropOptions(halo_mode="cap")
+
+
+def test_capped_halo_is_the_gain_stopped_at_the_wash_light():
+    # Lifted toward white so that the plain gain passes the light somewhere.
+    clean = 0.3 + 0.7 * clean_batch(count=3, height=64, width=64)
+    common = dict(seed=6, return_mask=True, dry_fraction=0.0, density=0.15, glow=0.0, halo=0.8, halo_reach=0.05)
+    passed = checked = 0
+    gain, mask = (t.numpy() for t in render_raindrops(clean, **common))
+    capped, capped_mask = (t.numpy() for t in render_raindrops(clean, halo_mode="capped", **common))
+    np.testing.assert_array_equal(capped, render_raindrops(clean, halo_mode="capped", **common)[0].numpy())
+    np.testing.assert_array_equal(capped_mask, mask)  # the gain's footprint
+    outside = mask[..., 0] == 0.0
+    np.testing.assert_array_equal(capped[outside], clean[outside])
+    wash = render_raindrops(clean, halo_mode="wash", **common)[0].numpy()
+    plain_mask = render_raindrops(clean, seed=6, return_mask=True, dry_fraction=0.0, density=0.15, glow=0.0)[1].numpy()
+    for index in range(3):
+        ring = (plain_mask[index, ..., 0] == 0.0) & (mask[index, ..., 0] > 0.05)
+        before, lifted, kept = clean[index][ring], gain[index][ring], capped[index][ring]
+        # The wash's light, read back from the wash render where it moved a pixel far enough.
+        strength = np.clip(0.8 * mask[index][ring], 0.0, 0.8)
+        firm = strength[:, 0] > 0.05
+        if firm.sum() < 10:
+            continue
+        checked += 1
+        light = np.median((before + (wash[index][ring] - before) / np.maximum(strength, 1e-6))[firm], axis=0)
+        # Never lifted past the light nor darkened; where the gain stays under the light, it is the gain.
+        assert np.all(kept >= before - 1e-6)
+        assert np.all(kept <= np.maximum(before, light) + 1e-3)
+        under = lifted < light - 1e-3
+        np.testing.assert_allclose(kept[under], lifted[under], atol=1e-5)
+        passed += np.sum(lifted > np.maximum(before, light) + 0.01)
+    assert checked >= 2 and passed > 0  # the plain gain does pass the light, so the cap changes something
 
 
 def test_lens_style_drops_are_larger_and_cover_more():

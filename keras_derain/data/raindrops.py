@@ -136,6 +136,12 @@ class RaindropOptions:
             they are, never past white, which is what the real Raindrop pairs
             show round their drops (``benchmarks/results/realism.md``, session
             18); the gain lifts bright pixels most and saturates them.
+            ``"capped"``: the gain, but no pixel is lifted past the wash's
+            light, ``min(clean * (1 + halo * b), max(clean, light))``: the
+            gain's lift of the scene's texture without clipping bright ground
+            to white (a model taught on the plain gain darkens near-white dry
+            ground beside drops, ``benchmarks/results/restoration.md``,
+            session 18).
 
     Example:
         >>> options = RaindropOptions(density=0.6)
@@ -194,7 +200,7 @@ class RaindropOptions:
             raise ValueError(f"raindrop option halo_mode must be one of {_HALO_MODES}, got {self.halo_mode!r}")
 
 
-_HALO_MODES = ("gain", "wash")
+_HALO_MODES = ("gain", "wash", "capped")
 
 
 def _check_number(name, value, low, high):
@@ -374,6 +380,8 @@ def _render(clean, seed, options, reference_side=None, environment=None, window=
             below = (1.0 - strength) * clean + strength * _halo_light(environment, seed)
         else:
             below = clean * (1.0 + options.halo * spread)
+            if options.halo_mode == "capped":
+                below = tf.minimum(below, tf.maximum(clean, _halo_light(environment, seed)))
         rainy = premultiplied + (1.0 - mask) * below
         mask = 1.0 - (1.0 - mask) * (1.0 - spread)
     else:
