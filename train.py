@@ -76,6 +76,9 @@ def parse_args(argv=None):
     run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: runs)")
     run.add_argument("--name", help="run folder name (default: ARCH-DATE-TIME)")
     run.add_argument("--patience", type=int, help="stop after this many epochs without a better validation score")
+    run.add_argument("--keep-epochs", action="store_true",
+                     help="keep every epoch's generator as RUN/epochs/epNNN.keras (for averaging the last few "
+                     "with benchmarks/average_checkpoints.py)")
     run.add_argument("--resume", action="store_true",
                      help="continue the run --name (default: the newest run) from its last completed epoch; "
                      "--epochs is the one other flag it takes, to extend the run")
@@ -154,6 +157,7 @@ def main(argv=None):
             start = record.get("start") or {}
             args.init = (start.get("init") or {}).get("model")
             args.patience = start.get("patience")
+            args.keep_epochs = start.get("keep_epochs", False)
             # The same strategy and precision as before: a different optimizer type
             # (LossScaleOptimizer or not) could not take the saved optimizer state.
             runtime = record.get("runtime", {})
@@ -183,7 +187,7 @@ def main(argv=None):
                         mixed_precision=args.mixed_precision, jit=args.jit, init=args.init,
                         real_fraction=args.real_fraction, colour_match=args.color_match,
                         lens_fraction=args.lens_fraction, drop_options=drops, patience=args.patience,
-                        lens_drop_options=lens_drops)
+                        lens_drop_options=lens_drops, keep_epochs=args.keep_epochs)
     except (ValueError, DatasetError, TrainingError) as error:
         return fail(str(error))
     except KeyboardInterrupt:

@@ -124,6 +124,10 @@ class PairValidation(keras.callbacks.Callback):
 class GeneratorCheckpoint(keras.callbacks.Callback):
     """Save the generator (not the whole GAN) as ``last.keras`` and, when it improves, ``best.keras``.
 
+    With ``keep_epochs`` every epoch's generator is also kept, as
+    ``epochs/epNNN.keras``: the folder ``benchmarks/average_checkpoints.py``
+    averages (the mean of a run's last few epochs is often better than any one).
+
     The best score and its epoch are kept in ``best.json`` beside the models,
     so a resumed run only replaces ``best.keras`` with something better, and
     counts ``patience`` from the best epoch before the kill.
@@ -135,14 +139,16 @@ class GeneratorCheckpoint(keras.callbacks.Callback):
             (early stopping); None: never.
         save: write the files (False on the workers of a cluster other than
             the chief: they only follow the score, to stop at the same epoch).
+        keep_epochs: also keep each epoch's generator in ``epochs/``.
     """
 
-    def __init__(self, directory, monitor="val_psnr", patience=None, save=True):
+    def __init__(self, directory, monitor="val_psnr", patience=None, save=True, keep_epochs=False):
         super().__init__()
         self.directory = Path(directory)
         self.monitor = monitor
         self.patience = patience
         self.save = save
+        self.keep_epochs = keep_epochs
         self.record_path = self.directory / "best.json"
         self.best = -math.inf
         self.best_epoch = None
@@ -157,6 +163,10 @@ class GeneratorCheckpoint(keras.callbacks.Callback):
         if self.save:
             with atomic_output(self.directory / "last.keras") as path:
                 generator.save(path)
+            if self.keep_epochs:
+                (self.directory / "epochs").mkdir(exist_ok=True)
+                with atomic_output(self.directory / "epochs" / f"ep{epoch + 1:03d}.keras") as path:
+                    generator.save(path)
         score = (logs or {}).get(self.monitor)
         if score is not None and math.isfinite(score) and score > self.best:
             self.best, self.best_epoch = float(score), epoch + 1

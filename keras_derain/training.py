@@ -703,6 +703,7 @@ def train(
     drop_options=None,
     patience=None,
     lens_drop_options=None,
+    keep_epochs=False,
 ):
     """Train a DerainGAN as ``config`` says and write the run folder ``run_dir``.
 
@@ -725,6 +726,8 @@ def train(
         real_fraction, colour_match, lens_fraction, drop_options, lens_drop_options:
             see :func:`build_data`.
         patience: stop after this many epochs without a better validation score.
+        keep_epochs: keep every epoch's generator as ``run_dir/epochs/epNNN.keras``
+            (for averaging the last few, ``benchmarks/average_checkpoints.py``).
 
     Returns:
         dict with the validation PSNR of the rainy input and of the best
@@ -765,7 +768,7 @@ def train(
     )
     runtime = {"strategy": strategy, "replicas": replicas, "mixed_precision": mixed_precision,
                "jit_compile": jit_compile, "gpus": len(tf.config.list_physical_devices("GPU"))}
-    start = {"init": None, "patience": patience}
+    start = {"init": None, "patience": patience, "keep_epochs": keep_epochs}
     if init is not None:
         start["init"] = {"model": init.source, "path": str(init.path), "arch": init.arch,
                          "discriminator": "from the file" if init.discriminator is not None else "fresh"}
@@ -806,7 +809,8 @@ def train(
         callbacks.append(pair_validation)  # before the callbacks that read its scores from the logs
         monitor = "val_psnr_y"
     # On every worker, so that --patience stops them all at one epoch; only the chief writes.
-    checkpoint = GeneratorCheckpoint(run_dir, monitor=monitor, patience=patience, save=chief)
+    checkpoint = GeneratorCheckpoint(run_dir, monitor=monitor, patience=patience, save=chief,
+                                     keep_epochs=keep_epochs)
     if chief:
         callbacks += [
             keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),

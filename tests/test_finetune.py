@@ -342,11 +342,19 @@ def test_a_killed_finetune_resumes_with_its_init_and_data_options(tiny_generator
     data = write_flat_pairs(tmp_path / "pairs", 4)
     run = tmp_path / "runs" / "run"
     options = dict(init=path, data=data, val=data, real_fraction=0.5, colour_match=True, lens_fraction=1.0,
-                   patience=5)
+                   patience=5, keep_epochs=True)
     train_until_killed(training.init_config(path, epochs=3, **TINY), run, monkeypatch, **options)
     resumed = spy_on_train(monkeypatch)
     assert train_script.main(["--resume", "--name", "run", "--runs-dir", str(tmp_path / "runs"), "--quiet"]) == 0
-    assert {name: resumed[name] for name in ("real_fraction", "colour_match", "lens_fraction", "patience")} == {
-        "real_fraction": 0.5, "colour_match": True, "lens_fraction": 1.0, "patience": 5}
+    names = ("real_fraction", "colour_match", "lens_fraction", "patience", "keep_epochs")
+    assert {name: resumed[name] for name in names} == {
+        "real_fraction": 0.5, "colour_match": True, "lens_fraction": 1.0, "patience": 5, "keep_epochs": True}
     assert resumed["init"] == str(path) and resumed["data"] == data and resumed["val"] == data
     assert epochs_logged(run) == [0, 1, 2]
+    # --keep-epochs: each epoch's generator, before and after the kill; the newest is last.keras.
+    assert sorted(file.name for file in (run / "epochs").iterdir()) == ["ep001.keras", "ep002.keras", "ep003.keras"]
+    newest, last = (keras.saving.load_model(run / name) for name in ("epochs/ep003.keras", "last.keras"))
+    for kept, saved in zip(newest.weights, last.weights):
+        np.testing.assert_array_equal(kept.numpy(), saved.numpy())
+    first = keras.saving.load_model(run / "epochs" / "ep001.keras")
+    assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(first.weights, last.weights))
