@@ -7,6 +7,7 @@ the middle of a write leaves the previous file intact.
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import keras
@@ -163,10 +164,9 @@ class GeneratorCheckpoint(keras.callbacks.Callback):
         if self.save:
             with atomic_output(self.directory / "last.keras") as path:
                 generator.save(path)
-            if self.keep_epochs:
-                (self.directory / "epochs").mkdir(exist_ok=True)
+            if self.keep_epochs:  # a copy of the file just written, not a second save
                 with atomic_output(self.directory / "epochs" / f"ep{epoch + 1:03d}.keras") as path:
-                    generator.save(path)
+                    shutil.copyfile(self.directory / "last.keras", path)
         score = (logs or {}).get(self.monitor)
         if score is not None and math.isfinite(score) and score > self.best:
             self.best, self.best_epoch = float(score), epoch + 1
