@@ -72,6 +72,12 @@ def parse_args(argv=None):
         preset.add_argument(flag, type=kind, help=text)
     preset.add_argument("--affine", action="store_const", const=True,
                         help="restoration: also predict a per-pixel gain, correction = gain * rainy + offset")
+    preset.add_argument("--global-head", action="store_const", const=True,
+                        help="restoration: also add a per-photo gain and offset read from the whole photo (a lens's "
+                        "veiling glare); with --init of a generator without one, it is added at zero")
+    preset.add_argument("--train-only", metavar="PREFIX",
+                        help="train only the generator's layers whose names start with PREFIX (e.g. global_ to fit "
+                        "a new global head on a trained generator); the discriminator trains as usual")
     run = parser.add_argument_group("run")
     run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: runs)")
     run.add_argument("--name", help="run folder name (default: ARCH-DATE-TIME)")

@@ -27,6 +27,8 @@ SUFFIX = ".npz"
 def save_compact(generator, path):
     """Write ``generator`` (architecture and float16 weights) to ``path`` (``.npz``), atomically."""
     generator = float32_copy(generator)
+    for layer in generator.layers:  # a shipped generator carries no training state (``--train-only``)
+        layer.trainable = True
     arrays = {f"weight_{index:04d}": np.asarray(weight, np.float16) for index, weight in enumerate(generator.get_weights())}
     architecture = json.dumps(keras.saving.serialize_keras_object(generator))
     with atomic_output(Path(path)) as temporary:

@@ -79,6 +79,10 @@ for _preset in PRESETS.values():
     _preset["ema_momentum"] = 0.0
     # The restoration generator's local affine head (``restoration_generator(affine=True)``).
     _preset["affine"] = False
+    # The restoration generator's global head (``restoration_generator(global_head=True)``).
+    _preset["global_head"] = False
+    # Train only the generator's layers whose names start with this (None: all of them).
+    _preset["train_only"] = None
 
 PRESETS["restoration"] = {
     "arch": "restoration",
@@ -105,6 +109,8 @@ PRESETS["restoration"] = {
     "nce_weight": 0.0,
     "ema_momentum": 0.0,
     "affine": False,
+    "global_head": False,
+    "train_only": None,
 }
 
 PENALTIES = {"real_label": 0.9, "fake_label": 0.1, "g_lr": 5e-4, "d_lr": 2e-4}

@@ -54,6 +54,7 @@ from keras_derain.callbacks import (
 from keras_derain.gan import DerainGAN
 from keras_derain.metrics import psnr
 from keras_derain.models import float32_copy, required_multiple
+from keras_derain.models.restoration import has_global_head
 from keras_derain.presets import LOSS_WEIGHTS, PRESETS, differences, resolve
 
 VALIDATION_SEED = 20180618  # fixed: every run and every epoch validates on the same pairs
@@ -85,8 +86,12 @@ def check_config(config):
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {config[name]!r}")
     if not 0.0 <= config["label_flip"] <= 0.5:
         raise ValueError(f"--label-flip must be in [0, 0.5], got {config['label_flip']!r}")
-    if config.get("affine", False) and config["arch"] != "restoration":
-        raise ValueError(f"--affine is an option of --arch restoration, not {config['arch']}")
+    for name in ("affine", "global_head"):
+        if config.get(name, False) and config["arch"] != "restoration":
+            raise ValueError(f"--{name.replace('_', '-')} is an option of --arch restoration, not {config['arch']}")
+    train_only = config.get("train_only")
+    if train_only is not None and (not isinstance(train_only, str) or not train_only):
+        raise ValueError(f"--train-only must be a non-empty layer-name prefix, got {train_only!r}")
     if not 0.0 <= config.get("ema_momentum", 0.0) < 1.0:
         raise ValueError(f"--ema-momentum must be in [0, 1), got {config['ema_momentum']!r}")
     if not 0.0 <= config["beta_1"] < 1.0:
@@ -124,8 +129,11 @@ def build_models(config, init=None):
     discriminator = init.discriminator if init is not None else None
     if config["arch"] == "restoration":
         generator = None if init else models.restoration_generator(
-            base_channels=config["base_channels"], depth=RESTORATION_DEPTH, affine=config.get("affine", False)
+            base_channels=config["base_channels"], depth=RESTORATION_DEPTH, affine=config.get("affine", False),
+            global_head=config.get("global_head", False),
         )
+        if init is not None and config.get("global_head", False) and not has_global_head(init.generator):
+            generator = with_global_head(init.generator)
         discriminator = discriminator or models.pix2pix_discriminator(base_channels=2 * config["base_channels"])
     elif config["arch"] == "pix2pix":
         generator = None if init else models.pix2pix_generator(
@@ -142,6 +150,55 @@ def build_models(config, init=None):
             image_size=config["crop_size"], base_channels=config["base_channels"]
         )
     return generator or init.generator, discriminator
+
+
+def with_global_head(generator):
+    """A copy of a restoration ``generator`` with the global head added, zero-initialised.
+
+    Every layer of ``generator`` keeps its weights, so the copy computes exactly
+    what ``generator`` does until its new head is trained (``train.py --init
+    MODEL --global-head``).
+
+    Example:
+        >>> import numpy as np
+        >>> from keras_derain.models import restoration_generator
+        >>> plain = restoration_generator(base_channels=4, depth=2)
+        >>> rainy = np.random.uniform(-1, 1, (1, 32, 32, 3)).astype("float32")
+        >>> bool(np.allclose(with_global_head(plain)(rainy), plain(rainy)))
+        True
+    """
+    from keras_derain import models
+    from keras_derain.models.restoration import has_affine_head
+
+    depth = sum(1 for layer in generator.layers if layer.name.startswith("down"))
+    grown = models.restoration_generator(
+        base_channels=int(generator.get_layer(FIRST_LAYERS["restoration"]).filters), depth=depth,
+        affine=has_affine_head(generator), global_head=True, name=generator.name,
+    )
+    for layer in generator.layers:
+        grown.get_layer(layer.name).set_weights(layer.get_weights())
+    return grown
+
+
+def freeze_except(generator, prefix):
+    """Let only the layers of ``generator`` whose names start with ``prefix`` train (``--train-only``).
+
+    Raises:
+        ValueError: no layer's name starts with ``prefix``.
+    """
+    chosen = [layer.name for layer in generator.layers if layer.name.startswith(prefix) and layer.weights]
+    if not chosen:
+        raise ValueError(f"--train-only {prefix}: no layer of generator {generator.name!r} with weights starts with it")
+    for layer in generator.layers:
+        layer.trainable = layer.name.startswith(prefix)
+    return chosen
+
+
+def all_trainable(model):
+    """Set every layer of ``model`` trainable again (a file remembers ``--train-only``'s freezing)."""
+    for layer in model.layers:
+        layer.trainable = True
+    return model
 
 
 # -- starting from a trained generator ----------------------------------------------------
@@ -246,7 +303,7 @@ def load_init(init):
             f"--init {path}: holds a model named {model.name!r}, not one of the generators this trainer builds "
             f"({', '.join(GENERATOR_ARCHS)})"
         )
-    generator = float32_copy(model)
+    generator = all_trainable(float32_copy(model))
     cgan = arch == "cgan"
     return InitModel(
         source=str(init), path=path, generator=generator, discriminator=discriminator, arch=arch,
@@ -262,6 +319,8 @@ def check_init(config, init):
         raise ValueError(f"--arch {config['arch']} contradicts --init {init.source}: it holds a {init.arch} generator")
     from keras_derain.models.restoration import has_affine_head
 
+    if init.arch == "restoration" and has_global_head(init.generator) and not config.get("global_head", False):
+        raise ValueError(f"--global-head off contradicts --init {init.source}: its generator has a global head")
     if init.arch == "restoration" and config.get("affine", False) != has_affine_head(init.generator):
         raise ValueError(
             f"--affine {'on' if config.get('affine') else 'off'} contradicts --init {init.source}: its generator "
@@ -323,6 +382,8 @@ def init_config(init, arch=None, *, penalties=False, builtin_data=False, **overr
         from keras_derain.models.restoration import has_affine_head
 
         from_file["affine"] = has_affine_head(init.generator)
+        if has_global_head(init.generator):
+            from_file["global_head"] = True
     given = {name: value for name, value in overrides.items() if value is not None}
     config = resolve(init.arch, penalties=penalties, builtin_data=builtin_data, **{**from_file, **given})
     check_init(config, init)
@@ -601,6 +662,8 @@ def build_gan(config, *, mixed_precision=False, jit_compile=False, init=None):
                 discriminator = _policy_copy(discriminator, policy)
     finally:
         keras.config.set_dtype_policy(previous_policy)
+    if config.get("train_only"):
+        freeze_except(generator, config["train_only"])
     gan = DerainGAN(generator, discriminator, seed=config["seed"])
     g_optimizer, d_optimizer = _optimizers(config, mixed_precision)
     gan.compile(

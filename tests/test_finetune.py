@@ -358,3 +358,34 @@ def test_a_killed_finetune_resumes_with_its_init_and_data_options(tiny_generator
         np.testing.assert_array_equal(kept.numpy(), saved.numpy())
     first = keras.saving.load_model(run / "epochs" / "ep001.keras")
     assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(first.weights, last.weights))
+
+
+def test_a_global_head_is_added_at_zero_and_trained_alone(tmp_path, capsys):
+    from keras_derain.compact import load_compact, save_compact
+    from keras_derain.models.restoration import has_global_head
+
+    keras.utils.set_random_seed(7)
+    plain = restoration_generator(base_channels=4, depth=training.RESTORATION_DEPTH)
+    plain.get_layer("mask_logits").bias.assign([0.0])  # a trained-looking mask: half on everywhere
+    plain.get_layer("correction").bias.assign([0.05, 0.0, -0.05])
+    plain.save(tmp_path / "plain.keras")
+    np.testing.assert_allclose(outputs(training.with_global_head(plain)), outputs(plain), atol=1e-6)
+    runs = tmp_path / "runs"
+    argv = ["--init", str(tmp_path / "plain.keras"), "--global-head", "--crop-size", "32", "--batch-size", "2",
+            "--steps-per-epoch", "3", "--epochs", "1", "--g-lr", "1e-2", "--runs-dir", str(runs), "--quiet"]
+    assert train_script.main([*argv, "--train-only", "nosuch_", "--name", "bad"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --train-only nosuch_: no layer of generator")
+    assert train_script.main([*argv, "--train-only", "global_", "--name", "head"]) == 0
+    trained = keras.saving.load_model(runs / "head" / "last.keras")
+    assert has_global_head(trained)
+    before = {layer.name: layer.get_weights() for layer in plain.layers}
+    for layer in trained.layers:  # the init generator's layers did not move
+        for kept, start in zip(layer.get_weights(), before.get(layer.name, [])):
+            np.testing.assert_array_equal(kept, start)
+    assert np.abs(trained.get_layer("global_offset").get_weights()[0]).max() > 0  # the new head, from zero, did
+    # A file of that run starts a new run fully trainable, with its head; the shipped copy carries no freezing.
+    config = training.init_config(runs / "head" / "last.keras", epochs=1)
+    assert config["global_head"] is True and config["train_only"] is None
+    assert all(layer.trainable for layer in training.load_init(runs / "head" / "last.keras").generator.layers)
+    save_compact(trained, tmp_path / "head.f16.npz")
+    assert all(layer.trainable for layer in load_compact(tmp_path / "head.f16.npz").layers)

@@ -248,3 +248,26 @@ def test_save_mask_needs_a_mask_head(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "--save-mask" in lines[0] and "no drop-mask head" in lines[0]
     assert not (tmp_path / "out" / "wet_derained.png").exists()
+
+
+def test_global_head_starts_as_the_identity_and_adds_one_gain_and_offset_per_photo_under_the_mask():
+    keras.utils.set_random_seed(0)
+    generator = restoration_generator(base_channels=4, depth=2, global_head=True)
+    rng = np.random.default_rng(3)
+    rainy = rng.uniform(-0.5, 0.5, (2, SIZE, SIZE, 3)).astype("float32")
+    rainy[1] = rainy[1] * 0.5 + 0.2  # another photo, brighter and flatter
+    np.testing.assert_array_equal(generator(rainy).numpy(), rainy)
+    generator.get_layer("global_gain").bias.assign([0.5, 0.5, 0.5])  # rainy * 1.5
+    generator.get_layer("global_offset").bias.assign([0.1, -0.1, 0.0])
+    generator.get_layer("mask_logits").bias.assign([30.0])
+    np.testing.assert_allclose(generator(rainy).numpy(), np.clip(1.5 * rainy + [0.1, -0.1, 0.0], -1, 1), atol=1e-5)
+    # It reads the whole photo: with trained weights the offset differs per photo, and is one value per photo.
+    generator.get_layer("global_gain").bias.assign([0.0, 0.0, 0.0])
+    generator.get_layer("global_offset").kernel.assign(rng.normal(0, 0.05, (8, 3)).astype("float32"))
+    shift = generator(rainy).numpy() - rainy
+    per_photo = shift.reshape(2, -1, 3)
+    np.testing.assert_allclose(per_photo, np.broadcast_to(per_photo[:, :1], per_photo.shape), atol=1e-5)  # the same at every pixel of a photo
+    assert np.abs(per_photo[0, 0] - per_photo[1, 0]).max() > 1e-3  # and not the same for both photos
+    generator.get_layer("mask_logits").bias.assign([-30.0])  # a dry photo (mask 0) passes through
+    np.testing.assert_allclose(generator(rainy).numpy(), rainy, atol=1e-6)
+    assert "global_gain" not in {layer.name for layer in tiny_generator().layers}

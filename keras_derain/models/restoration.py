@@ -12,7 +12,11 @@ trunk,
 and returns ``derained = clip(rainy + m * c)``: where the mask is 0 the rainy
 pixel passes through unchanged. With ``affine=True`` a third head predicts a
 per-pixel gain ``g`` and the correction is ``g * rainy + c``, a local affine
-map of the rainy pixels (as a guided filter). The correction head starts at zero, so the
+map of the rainy pixels (as a guided filter). With ``global_head=True`` a
+fourth head reads the whole photo (the trunk's deepest features, averaged) and
+adds a per-photo gain and offset to the correction: the veiling glare of water
+on a lens, which lifts the whole frame toward the scattered light, is set by
+the whole scene, which no local feature sees. The correction head starts at zero, so the
 untrained generator is exactly the identity (as NAFNet's zero-initialised
 residual scales). Upsampling is nearest-neighbour resize + convolution (Odena
 et al.'s remedy: no transposed convolution, so no checkerboard; Keras'
@@ -34,6 +38,9 @@ import keras
 
 MASK_LAYER = "drop_mask"
 GAIN_LAYER = "correction_gain"
+# The global head's layers all start with this; ``train.py --train-only global_`` fits it alone.
+GLOBAL_PREFIX = "global_"
+GLOBAL_LAYER = "global_gain"
 
 
 def _conv(filters, name, kernel_size=3, strides=1, zero=False):
@@ -66,7 +73,8 @@ def _residual_block(features, filters, name):
     return keras.layers.Add(name=f"{name}_add")([features, update])
 
 
-def restoration_generator(base_channels=16, depth=4, blocks=1, affine=False, name="restoration_generator"):
+def restoration_generator(base_channels=16, depth=4, blocks=1, affine=False, global_head=False,
+                          name="restoration_generator"):
     """Build the mask-guided residual generator, rainy -> derained, images in ``[-1, 1]``.
 
     The trunk works from half resolution down (a 4x4 stride-2 stem, as
@@ -87,6 +95,16 @@ def restoration_generator(base_channels=16, depth=4, blocks=1, affine=False, nam
             ``rainy = (1 - a) clean + a light``, undone by a gain and an offset
             that vary as slowly as the drop, while an offset alone must carry
             the background's own detail. Off: the correction is ``c``.
+        global_head: also add a per-photo gain and offset to the correction,
+            ``G * rainy + o`` with ``G`` and ``o`` (3 each) read from the trunk's
+            deepest features averaged over the photo (a zero-initialised head,
+            so it starts as the generator without it). Water on a lens veils
+            the whole frame, ``rainy = (1 - v) clean + v light``, by an amount
+            and a light set by the whole scene; local features cannot see
+            them. Like the other heads it is gated by the mask, so a dry photo
+            (mask 0) still passes through. A photo larger than
+            `keras_derain.inference.Derainer`'s tile is the one case where
+            tiles differ from the whole: each tile reads its own average.
         name: the model's name.
 
     Returns:
@@ -118,6 +136,7 @@ def restoration_generator(base_channels=16, depth=4, blocks=1, affine=False, nam
         features = _conv(filters, f"down{level}", kernel_size=2, strides=2)(features)
     for block in range(blocks):
         features = _residual_block(features, filters, f"middle_block{block}")
+    deepest = features
     for level in reversed(range(depth)):
         filters //= 2
         features = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up{level}_resize")(features)
@@ -139,6 +158,14 @@ def restoration_generator(base_channels=16, depth=4, blocks=1, affine=False, nam
         gain = _conv(3, GAIN_LAYER, zero=True)(features)
         gained = keras.layers.Multiply(name="gained_rainy")([gain, rainy])
         correction = keras.layers.Add(name="affine_correction")([correction, gained])
+    if global_head:
+        context = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{GLOBAL_PREFIX}pool")(deepest)
+        context = keras.layers.Dense(2 * base_channels, name=f"{GLOBAL_PREFIX}dense")(_norm(f"{GLOBAL_PREFIX}norm")(context))
+        context = keras.layers.LeakyReLU(0.2, name=f"{GLOBAL_PREFIX}act")(context)
+        global_gain = keras.layers.Dense(3, kernel_initializer="zeros", name=GLOBAL_LAYER)(context)  # [B, 1, 1, 3]
+        global_offset = keras.layers.Dense(3, kernel_initializer="zeros", name=f"{GLOBAL_PREFIX}offset")(context)
+        gained = keras.layers.Multiply(name=f"{GLOBAL_PREFIX}gained_rainy")([global_gain, rainy])
+        correction = keras.layers.Add(name=f"{GLOBAL_PREFIX}correction")([correction, gained, global_offset])
     mask3 = keras.layers.Concatenate(name="mask_rgb")([mask, mask, mask])
     gated = keras.layers.Multiply(name="gated_correction")([mask3, correction])
     derained = keras.layers.Add(name="residual")([rainy, gated])
@@ -154,6 +181,11 @@ def has_mask(generator):
 def has_affine_head(generator):
     """Whether a generator has the local affine head (``restoration_generator(affine=True)``)."""
     return any(layer.name == GAIN_LAYER for layer in generator.layers)
+
+
+def has_global_head(generator):
+    """Whether a generator has the global head (``restoration_generator(global_head=True)``)."""
+    return any(layer.name == GLOBAL_LAYER for layer in generator.layers)
 
 
 def mask_model(generator):
