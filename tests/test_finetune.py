@@ -360,7 +360,9 @@ def test_a_killed_finetune_resumes_with_its_init_and_data_options(tiny_generator
     assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(first.weights, last.weights))
 
 
-def test_a_global_head_is_added_at_zero_and_trained_alone(tmp_path, capsys):
+def test_a_global_head_is_added_at_zero_and_trained_alone_across_a_resume(tmp_path, capsys, monkeypatch):
+    from test_training import train_until_killed
+
     from keras_derain.compact import load_compact, save_compact
     from keras_derain.models.restoration import has_global_head
 
@@ -372,10 +374,14 @@ def test_a_global_head_is_added_at_zero_and_trained_alone(tmp_path, capsys):
     np.testing.assert_allclose(outputs(training.with_global_head(plain)), outputs(plain), atol=1e-6)
     runs = tmp_path / "runs"
     argv = ["--init", str(tmp_path / "plain.keras"), "--global-head", "--crop-size", "32", "--batch-size", "2",
-            "--steps-per-epoch", "3", "--epochs", "1", "--g-lr", "1e-2", "--runs-dir", str(runs), "--quiet"]
+            "--steps-per-epoch", "3", "--epochs", "1", "--runs-dir", str(runs), "--quiet"]
     assert train_script.main([*argv, "--train-only", "nosuch_", "--name", "bad"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: --train-only nosuch_: no layer of generator")
-    assert train_script.main([*argv, "--train-only", "global_", "--name", "head"]) == 0
+    # Killed in its second epoch and resumed: the freezing comes back from config.json.
+    config = training.init_config(tmp_path / "plain.keras", epochs=2, global_head=True, train_only="global_",
+                                  crop_size=32, batch_size=2, steps_per_epoch=3, g_lr=1e-2)
+    train_until_killed(config, runs / "head", monkeypatch, epoch=1, init=tmp_path / "plain.keras")
+    assert train_script.main(["--resume", "--name", "head", "--runs-dir", str(runs), "--quiet"]) == 0
     trained = keras.saving.load_model(runs / "head" / "last.keras")
     assert has_global_head(trained)
     before = {layer.name: layer.get_weights() for layer in plain.layers}

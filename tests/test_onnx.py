@@ -165,3 +165,18 @@ def test_reshape_chains_are_dropped_only_where_they_come_back_to_their_shape(fin
     after = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_array_equal(after, before)
     assert ("Reshape" in op_histogram(model)) != identity
+
+
+def test_restoration_generator_with_the_global_head_exports_cleanly(tmp_path):
+    from keras_derain.models import restoration_generator
+
+    generator = restoration_generator(base_channels=4, depth=2, global_head=True)
+    rng = np.random.default_rng(1)
+    generator.set_weights([rng.normal(0, 0.1, weight.shape).astype(np.float32) for weight in generator.get_weights()])
+    generator.save(tmp_path / "global.keras")
+    report = export_generator(tmp_path / "global.keras", tmp_path / "out", "onnx", **quiet)
+    assert report["onnx"]["max_abs_diff"] < 1e-4
+    photo = random_image(21, 30, seed=3)
+    reference = reference_output(generator, as_float(photo))[0]
+    generated = Derainer(report["onnx"]["path"]).derain_float(as_float(photo)[0])
+    assert np.abs(generated - reference).max() < 1e-4 and np.abs(reference).max() > 0.1
