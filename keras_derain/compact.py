@@ -27,13 +27,22 @@ SUFFIX = ".npz"
 def save_compact(generator, path):
     """Write ``generator`` (architecture and float16 weights) to ``path`` (``.npz``), atomically."""
     generator = float32_copy(generator)
-    for layer in generator.layers:  # a shipped generator carries no training state (``--train-only``)
-        layer.trainable = True
     arrays = {f"weight_{index:04d}": np.asarray(weight, np.float16) for index, weight in enumerate(generator.get_weights())}
-    architecture = json.dumps(keras.saving.serialize_keras_object(generator))
+    # A shipped generator carries no training state: layers frozen by ``train.py --train-only`` are written
+    # trainable (in the file only; the caller's model is left as it is).
+    architecture = json.dumps(_all_trainable(keras.saving.serialize_keras_object(generator)))
     with atomic_output(Path(path)) as temporary:
         with open(temporary, "wb") as handle:
             np.savez_compressed(handle, architecture=np.array(architecture), **arrays)
+
+
+def _all_trainable(config):
+    """``config`` (a serialised model) with every ``"trainable"`` flag set to True."""
+    if isinstance(config, dict):
+        return {key: True if key == "trainable" else _all_trainable(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_all_trainable(value) for value in config]
+    return config
 
 
 def load_compact(path):

@@ -170,9 +170,11 @@ def with_global_head(generator):
     from keras_derain import models
     from keras_derain.models.restoration import has_affine_head
 
-    depth = sum(1 for layer in generator.layers if layer.name.startswith("down"))
+    names = {layer.name for layer in generator.layers}
+    depth = sum(1 for name in names if name.startswith("down"))
+    blocks = sum(1 for name in names if name.startswith("enc0_block") and name.endswith("_add"))
     grown = models.restoration_generator(
-        base_channels=int(generator.get_layer(FIRST_LAYERS["restoration"]).filters), depth=depth,
+        base_channels=int(generator.get_layer(FIRST_LAYERS["restoration"]).filters), depth=depth, blocks=blocks,
         affine=has_affine_head(generator), global_head=True, name=generator.name,
     )
     for layer in generator.layers:

@@ -393,5 +393,10 @@ def test_a_global_head_is_added_at_zero_and_trained_alone_across_a_resume(tmp_pa
     config = training.init_config(runs / "head" / "last.keras", epochs=1)
     assert config["global_head"] is True and config["train_only"] is None
     assert all(layer.trainable for layer in training.load_init(runs / "head" / "last.keras").generator.layers)
+    frozen = [layer.name for layer in trained.layers if not layer.trainable]
+    assert "stem" in frozen and "global_offset" not in frozen  # the run's file remembers its freezing ...
     save_compact(trained, tmp_path / "head.f16.npz")
-    assert all(layer.trainable for layer in load_compact(tmp_path / "head.f16.npz").layers)
+    assert all(layer.trainable for layer in load_compact(tmp_path / "head.f16.npz").layers)  # ... the shipped one not
+    assert not any(trained.get_layer(name).trainable for name in frozen)  # and the model saved is left as it was
+    deeper = restoration_generator(base_channels=4, depth=2, blocks=2)
+    np.testing.assert_allclose(outputs(training.with_global_head(deeper)), outputs(deeper), atol=1e-6)
