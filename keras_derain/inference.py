@@ -482,7 +482,7 @@ class Derainer:
         path: a ``.keras`` generator, a SavedModel folder or an ``.onnx`` file
             (from export.py), or a built-in name: ``"default"`` (the
             mask-guided restoration generator: windows, windscreens and lenses),
-            ``"dry-safe"`` (``default`` fine-tuned with more dry pairs: dry
+            ``"dry-safe"`` (the same network trained with more dry pairs: dry
             photos pass through), ``"lens"`` (drops on a camera lens),
             ``"restoration"`` (the first mask-guided model) or ``"pix2pix"``
             (the study's); None: the
