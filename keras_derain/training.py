@@ -188,12 +188,10 @@ def freeze_except(generator, prefix):
     Raises:
         ValueError: no layer's name starts with ``prefix``.
     """
-    chosen = [layer.name for layer in generator.layers if layer.name.startswith(prefix) and layer.weights]
-    if not chosen:
+    if not any(layer.name.startswith(prefix) and layer.weights for layer in generator.layers):
         raise ValueError(f"--train-only {prefix}: no layer of generator {generator.name!r} with weights starts with it")
     for layer in generator.layers:
         layer.trainable = layer.name.startswith(prefix)
-    return chosen
 
 
 def all_trainable(model):
