@@ -46,6 +46,10 @@ def parse_args(argv=None):
                       "as JSON, e.g. '{\"density\": 0.5, \"dry_fraction\": 0.2}' (the lens style is unchanged)")
     data.add_argument("--lens-drops", metavar="JSON", help="overrides of the lens style for the lens batches, as JSON, "
                       "e.g. '{\"blur_range\": [0.0, 0.03]}'")
+    data.add_argument("--reference-side", type=int, metavar="PX",
+                      help="the short side (px) that the rendered drops' sizes are fractions of, in the training "
+                      "batches (default 480: drops as large as on a 720x480 Raindrop frame); a larger side draws "
+                      "larger, blurrier drops")
     preset = parser.add_argument_group("overrides of the preset (unset: the preset's value)")
     for flag, kind, text in [
         ("--epochs", int, "epochs"), ("--batch-size", int, "pairs per step"),
@@ -116,6 +120,10 @@ def main(argv=None):
             return fail(f"{flag} needs --data (real pairs)")
     if args.real_fraction is not None and not 0.0 < args.real_fraction <= 1.0:
         return fail(f"--real-fraction must be in (0, 1], got {args.real_fraction}")
+    if args.reference_side is not None and args.reference_side < 32:
+        return fail(f"--reference-side must be at least 32 pixels, got {args.reference_side}")
+    if args.reference_side is not None and args.data is not None and args.clean_dir is None:
+        return fail("--reference-side sizes rendered drops: it needs synthetic data (--clean-dir, or no --data)")
     if args.lens_fraction is not None and not 0.0 <= args.lens_fraction <= 1.0:
         return fail(f"--lens-fraction must be in [0, 1], got {args.lens_fraction}")
     parsed = {}  # style -> its overrides
@@ -160,6 +168,7 @@ def main(argv=None):
             args.lens_fraction = data.get("lens_fraction")
             drops = data.get("drop_options")
             lens_drops = data.get("lens_drop_options")
+            args.reference_side = data.get("reference_side")
             start = record.get("start") or {}
             args.init = (start.get("init") or {}).get("model")
             args.patience = start.get("patience")
@@ -193,7 +202,8 @@ def main(argv=None):
                         mixed_precision=args.mixed_precision, jit=args.jit, init=args.init,
                         real_fraction=args.real_fraction, colour_match=args.color_match,
                         lens_fraction=args.lens_fraction, drop_options=drops, patience=args.patience,
-                        lens_drop_options=lens_drops, keep_epochs=args.keep_epochs)
+                        lens_drop_options=lens_drops, keep_epochs=args.keep_epochs,
+                        reference_side=args.reference_side)
     except (ValueError, DatasetError, TrainingError) as error:
         return fail(str(error))
     except KeyboardInterrupt:

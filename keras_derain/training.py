@@ -429,7 +429,7 @@ def wants_mask(config):
 
 
 def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=None, colour_match=False,
-               lens_fraction=None, drop_options=None, lens_drop_options=None):
+               lens_fraction=None, drop_options=None, lens_drop_options=None, reference_side=None):
     """Training dataset, fixed validation arrays and a description of the data.
 
     Args:
@@ -447,6 +447,9 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
             rendered drops (None: the defaults). The lens style is unchanged.
         lens_drop_options: a dict of overrides of the lens style
             (``raindrops.LENS_STYLE``) for the lens batches (None: the style as it is).
+        reference_side: the short side (px) that the rendered drops' sizes are
+            fractions of (``synthetic_dataset``'s option; None: its default, 480,
+            Raindrop's frames). A larger side draws larger, blurrier drops.
 
     Returns:
         ``(train_dataset, steps_per_epoch, (val_rainy, val_clean), description)``.
@@ -458,6 +461,10 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
     steps = config["steps_per_epoch"]
     mask = wants_mask(config)
     rendering = {"return_mask": mask, "lens_fraction": lens_fraction, "lens_options": lens_drop_options or None}
+    if reference_side is not None:
+        if isinstance(reference_side, bool) or not isinstance(reference_side, int) or reference_side < 32:
+            raise ValueError(f"--reference-side must be a whole number of pixels, at least 32, got {reference_side!r}")
+        rendering["reference_side"] = reference_side
     if drop_options:
         # With options, synthetic_dataset's lens share would default to 0: keep its usual default.
         rendering.update(raindrop_options=drop_options,
@@ -496,6 +503,7 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
             steps = steps or max(1, math.ceil(train_pairs / (batch * real_fraction)))
             description.update(kind="mixed", real_fraction=real_fraction, lens_fraction=lens_fraction,
                                drop_options=drop_options or None, lens_drop_options=lens_drop_options or None,
+                               reference_side=reference_side,
                                clean=str(clean_dir) if clean_dir else "built-in",
                                train_images=[path.name for path in paths])
     else:
@@ -508,7 +516,7 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
         val_pairs = VALIDATION_PAIRS
         description = {"kind": "synthetic", "clean": str(clean_dir) if clean_dir else "built-in",
                        "lens_fraction": lens_fraction, "drop_options": drop_options or None,
-                       "lens_drop_options": lens_drop_options or None,
+                       "lens_drop_options": lens_drop_options or None, "reference_side": reference_side,
                        "train_images": [path.name for path in train_paths],
                        "val_images": [path.name for path in val_paths]}
     val_rainy, val_clean = _materialise(
@@ -767,6 +775,7 @@ def train(
     patience=None,
     lens_drop_options=None,
     keep_epochs=False,
+    reference_side=None,
 ):
     """Train a DerainGAN as ``config`` says and write the run folder ``run_dir``.
 
@@ -786,8 +795,8 @@ def train(
         init: start from this generator (see :func:`load_init`) instead of
             random weights; the discriminator starts fresh unless it is a whole
             saved ``DerainGAN``.
-        real_fraction, colour_match, lens_fraction, drop_options, lens_drop_options:
-            see :func:`build_data`.
+        real_fraction, colour_match, lens_fraction, drop_options, lens_drop_options,
+        reference_side: see :func:`build_data`.
         patience: stop after this many epochs without a better validation score.
         keep_epochs: keep every epoch's generator as ``run_dir/epochs/epNNN.keras``
             (for averaging the last few, ``benchmarks/average_checkpoints.py``).
@@ -828,6 +837,7 @@ def train(
     train_data, steps, (val_rainy, val_clean), description = build_data(
         config, data, val, clean_dir, real_fraction=real_fraction, colour_match=colour_match,
         lens_fraction=lens_fraction, drop_options=drop_options, lens_drop_options=lens_drop_options,
+        reference_side=reference_side,
     )
     runtime = {"strategy": strategy, "replicas": replicas, "mixed_precision": mixed_precision,
                "jit_compile": jit_compile, "gpus": len(tf.config.list_physical_devices("GPU"))}

@@ -150,6 +150,22 @@ def test_resume_with_epochs_extends_a_run_and_records_it(tmp_path, monkeypatch, 
     assert record["differs_from_preset"]["epochs"]["value"] == 4
 
 
+def test_resume_keeps_the_reference_side(tmp_path, monkeypatch):
+    config = resolve("pix2pix", builtin_data=True, epochs=3, **TINY)
+    run = tmp_path / "run"
+    train_until_killed(config, run, monkeypatch, reference_side=640)
+    assert json.loads((run / "config.json").read_text())["data"]["reference_side"] == 640
+    seen, original = {}, training.train
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", spy)
+    assert train_script.main(["--resume", "--name", "run", "--runs-dir", str(tmp_path), "--quiet"]) == 0
+    assert seen["reference_side"] == 640 and epochs_logged(run) == [0, 1, 2]
+
+
 def test_a_run_killed_in_its_first_epoch_can_start_again(tmp_path, monkeypatch, capsys):
     # Nothing to restore yet (no backup/, no history.csv): --resume and a plain rerun both train it.
     config = resolve("pix2pix", builtin_data=True, epochs=1, **TINY)
@@ -257,6 +273,8 @@ def test_nan_losses_stop_the_run_with_a_clear_error(tmp_path):
         (["--drops", "density=0.5"], "--drops: Expecting value"),
         (["--lens-drops", '{"blur_range": [0.2, 0.1]}'], "--lens-drops: raindrop option blur_range"),
         (["--lens-drops", "[1]"], "--lens-drops: not a JSON object"),
+        (["--reference-side", "8"], "--reference-side must be at least 32 pixels, got 8"),
+        (["--reference-side", "640", "--data", "pairs"], "--reference-side sizes rendered drops: it needs"),
     ],
 )
 def test_bad_flags_fail_before_training(tmp_path, capsys, argv, message):
@@ -291,6 +309,23 @@ def test_lens_drop_options_reach_the_lens_batches_and_the_record():
     assert not np.array_equal(rainy.numpy(), clean.numpy())
     rainy, clean, _ = next(iter(training.build_data(config)[0]))
     assert not np.array_equal(rainy.numpy(), clean.numpy())  # the defaults render drops
+
+
+def test_reference_side_sizes_the_rendered_drops_and_is_recorded():
+    config = resolve("restoration", builtin_data=True, **{**TINY, "crop_size": 64})
+    options = {"dry_fraction": 0.0, "density": 0.3}
+    edge_per_area = {}
+    for side in (None, 1920):
+        train, _, _, description = training.build_data(config, drop_options=options, lens_fraction=0.0,
+                                                       reference_side=side)
+        assert description["reference_side"] == side
+        masks = np.concatenate([batch[2].numpy() for _, batch in zip(range(4), train)])
+        edges = np.abs(np.diff(masks, axis=1)).sum() + np.abs(np.diff(masks, axis=2)).sum()
+        edge_per_area[side] = edges / masks.sum()
+    # Drops sized for a frame 4x larger than 480 px: fewer, larger drops, so less outline per unit of area.
+    assert edge_per_area[1920] < 0.5 * edge_per_area[None], edge_per_area
+    with pytest.raises(ValueError, match="--reference-side must be a whole number of pixels"):
+        training.build_data(config, reference_side=10.5)
 
 
 def test_data_folder_without_pairs(tmp_path, capsys):
