@@ -133,20 +133,20 @@ def read_pairs(real_set):
     ]
 
 
-def render(clean, style, seed):
+def render(clean, style, seed, reference_side=480):
     from keras_derain.data.raindrops import render_raindrops
 
-    # Sizes as on a 720x480 frame, as synthetic_dataset draws them on training crops.
+    # Sizes as on a 720x480 frame, as synthetic_dataset draws them on training crops (its reference_side).
     return render_raindrops(
-        np.float32(clean), seed=seed, options=style, reference_side=480, dry_fraction=0.0
+        np.float32(clean), seed=seed, options=style, reference_side=reference_side, dry_fraction=0.0
     ).numpy()
 
 
-def compare(real_set, style, seeds):
+def compare(real_set, style, seeds, reference_side=480):
     pairs = read_pairs(real_set)
     real = [drop_statistics(rainy, clean) for rainy, clean, _ in pairs]
     rendered = [
-        drop_statistics(render(clean, style, seed), clean)
+        drop_statistics(render(clean, style, seed, reference_side), clean)
         for index, (_, clean, _) in enumerate(pairs)
         for seed in range(index * 1000, index * 1000 + seeds)
     ]
@@ -217,6 +217,8 @@ def main(argv=None):
                         help="overrides of the window style, as JSON, to try candidate defaults")
     parser.add_argument("--lens-options", default="{}",
                         help="overrides of the lens style, as JSON, to try candidate defaults")
+    parser.add_argument("--reference-side", type=int, default=480, metavar="PX",
+                        help="the short side the drop sizes are fractions of (train.py --reference-side)")
     parser.add_argument("--sets", nargs="+", choices=tuple(SETS), default=tuple(SETS), help="real sets to compare")
     args = parser.parse_args(argv)
     overrides = {"window": json.loads(args.options), "lens": json.loads(args.lens_options)}
@@ -239,9 +241,11 @@ def main(argv=None):
         if changed:
             style = {**dataclasses.asdict(raindrop_options(style)), **changed}
         seeds = args.seeds if real_set == "raindrop_real" else 1
-        rows, pairs = compare(real_set, style, seeds)
+        rows, pairs = compare(real_set, style, seeds, args.reference_side)
         results[real_set] = rows
-        text.append(table(real_set, SETS[real_set] + (f" {json.dumps(changed)}" if changed else ""), rows,
+        label = SETS[real_set] + (f" {json.dumps(changed)}" if changed else "")
+        label += f" (sizes against {args.reference_side} px)" if args.reference_side != 480 else ""
+        text.append(table(real_set, label, rows,
                           pairs, seeds))
         print(text[-1])
     args.out.write_text("\n".join(text))
