@@ -51,11 +51,13 @@ def dry_safe():
     return Derainer("dry-safe")
 
 
-def test_dry_safe_model_passes_dry_photos_through(dry_safe):
+@pytest.mark.parametrize("loaded", ["derainer", "dry_safe"])  # the module's fixtures
+def test_default_and_dry_safe_pass_dry_photos_through(loaded, request):
     # Issue #12's dry bar: a photo without drops comes back within 38 dB of itself.
+    model = request.getfixturevalue(loaded)
     for path in builtin_clean_images():
         photo = read_rgb(path)
-        assert float(psnr(dry_safe.derain(photo), photo, 255)) >= 38.0, path.name
+        assert float(psnr(model.derain(photo), photo, 255)) >= 38.0, path.name
 
 
 @pytest.mark.parametrize("loaded", ["derainer", "restoration", "dry_safe"])  # the module's fixtures
