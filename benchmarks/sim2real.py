@@ -52,8 +52,8 @@ def parse_args(argv=None):
     parser.add_argument("--lens-options", default="{}", help="overrides of the lens style for the lens batches, as JSON")
     parser.add_argument("--lens-fraction", type=float,
                         help="share of lens-style batches (default: synthetic_dataset's)")
-    parser.add_argument("--reference-side", type=int, default=None, metavar="PX",
-                        help="the short side the drop sizes are fractions of (synthetic_dataset's; default 480)")
+    parser.add_argument("--reference-side", type=int, default=480, metavar="PX",
+                        help="the short side the drop sizes are fractions of (synthetic_dataset's)")
     parser.add_argument("--clean", type=Path, default=SHARED / "clean", help="clean photos (nested folders)")
     parser.add_argument("--out", type=Path, default=RESULTS / "sim2real.md")
     parser.add_argument("--keep", type=Path, help="also save the trained generator here (.keras)")
@@ -88,7 +88,7 @@ def train_config(arch="pix2pix", seed=0, overrides=None):
 
 
 def train_generator(paths, options, seed, steps, lens_fraction=None, config=None, lens_options=None,
-                    reference_side=None):
+                    reference_side=480):
     import keras
 
     from keras_derain.data.synthetic import synthetic_dataset
@@ -101,7 +101,7 @@ def train_generator(paths, options, seed, steps, lens_fraction=None, config=None
         paths, crop_size=config["crop_size"], batch_size=config["batch_size"], seed=seed,
         raindrop_options=options or None,
         lens_fraction=lens_fraction, return_mask=wants_mask(config), lens_options=lens_options or None,
-        **({"reference_side": reference_side} if reference_side is not None else {}),
+        reference_side=reference_side,
     )
     started = time.perf_counter()
     gan.fit(train, epochs=1, steps_per_epoch=steps, verbose=0)
@@ -183,7 +183,7 @@ def main(argv=None):
            "arch": args.arch, "config": json.loads(args.config),
            "options": {**options, **({"lens_fraction": args.lens_fraction} if args.lens_fraction is not None else {}),
                        **({"lens_options": lens_options} if lens_options else {}),
-                       **({"reference_side": args.reference_side} if args.reference_side is not None else {})},
+                       **({"reference_side": args.reference_side} if args.reference_side != 480 else {})},
            "train_seconds": seconds, "photos": len(paths), "machine": describe(),
            "date": time.strftime("%Y-%m-%d %H:%M")}
     with tempfile.TemporaryDirectory() as scratch:
