@@ -50,6 +50,9 @@ def parse_args(argv=None):
                       help="the short side (px) that the rendered drops' sizes are fractions of, in the training "
                       "batches (default 480: drops as large as on a 720x480 Raindrop frame); a larger side draws "
                       "larger, blurrier drops")
+    data.add_argument("--lens-reference-side", type=int, metavar="PX",
+                      help="the same for the lens batches alone (default: --reference-side); drops on a lens sit "
+                      "closer to the camera than drops on a window")
     preset = parser.add_argument_group("overrides of the preset (unset: the preset's value)")
     for flag, kind, text in [
         ("--epochs", int, "epochs"), ("--batch-size", int, "pairs per step"),
@@ -122,8 +125,11 @@ def main(argv=None):
         return fail(f"--real-fraction must be in (0, 1], got {args.real_fraction}")
     if args.reference_side is not None and args.reference_side < 32:
         return fail(f"--reference-side must be at least 32 pixels, got {args.reference_side}")
-    if args.reference_side is not None and args.data is not None and args.clean_dir is None:
-        return fail("--reference-side sizes rendered drops: it needs synthetic data (--clean-dir, or no --data)")
+    if args.lens_reference_side is not None and args.lens_reference_side < 32:
+        return fail(f"--lens-reference-side must be at least 32 pixels, got {args.lens_reference_side}")
+    for flag, value in (("--reference-side", args.reference_side), ("--lens-reference-side", args.lens_reference_side)):
+        if value is not None and args.data is not None and args.clean_dir is None:
+            return fail(f"{flag} sizes rendered drops: it needs synthetic data (--clean-dir, or no --data)")
     if args.lens_fraction is not None and not 0.0 <= args.lens_fraction <= 1.0:
         return fail(f"--lens-fraction must be in [0, 1], got {args.lens_fraction}")
     parsed = {}  # style -> its overrides
@@ -169,6 +175,7 @@ def main(argv=None):
             drops = data.get("drop_options")
             lens_drops = data.get("lens_drop_options")
             args.reference_side = data.get("reference_side")
+            args.lens_reference_side = data.get("lens_reference_side")
             start = record.get("start") or {}
             args.init = (start.get("init") or {}).get("model")
             args.patience = start.get("patience")
@@ -203,7 +210,7 @@ def main(argv=None):
                         real_fraction=args.real_fraction, colour_match=args.color_match,
                         lens_fraction=args.lens_fraction, drop_options=drops, patience=args.patience,
                         lens_drop_options=lens_drops, keep_epochs=args.keep_epochs,
-                        reference_side=args.reference_side)
+                        reference_side=args.reference_side, lens_reference_side=args.lens_reference_side)
     except (ValueError, DatasetError, TrainingError) as error:
         return fail(str(error))
     except KeyboardInterrupt:

@@ -429,7 +429,8 @@ def wants_mask(config):
 
 
 def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=None, colour_match=False,
-               lens_fraction=None, drop_options=None, lens_drop_options=None, reference_side=None):
+               lens_fraction=None, drop_options=None, lens_drop_options=None, reference_side=None,
+               lens_reference_side=None):
     """Training dataset, fixed validation arrays and a description of the data.
 
     Args:
@@ -450,6 +451,8 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
         reference_side: the short side (px) that the rendered drops' sizes are
             fractions of (``synthetic_dataset``'s option; None: its default, 480,
             Raindrop's frames). A larger side draws larger, blurrier drops.
+        lens_reference_side: the same for the lens batches alone (None: as
+            ``reference_side``): drops on a lens sit closer to the camera.
 
     Returns:
         ``(train_dataset, steps_per_epoch, (val_rainy, val_clean), description)``.
@@ -465,6 +468,12 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
         if isinstance(reference_side, bool) or not isinstance(reference_side, int) or reference_side < 32:
             raise ValueError(f"--reference-side must be a whole number of pixels, at least 32, got {reference_side!r}")
         rendering["reference_side"] = reference_side
+    if lens_reference_side is not None:
+        side = lens_reference_side
+        if isinstance(side, bool) or not isinstance(side, int) or side < 32:
+            raise ValueError("--lens-reference-side must be a whole number of pixels, at least 32, "
+                             f"got {lens_reference_side!r}")
+        rendering["lens_reference_side"] = lens_reference_side
     if drop_options:
         # With options, synthetic_dataset's lens share would default to 0: keep its usual default.
         rendering.update(raindrop_options=drop_options,
@@ -503,7 +512,7 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
             steps = steps or max(1, math.ceil(train_pairs / (batch * real_fraction)))
             description.update(kind="mixed", real_fraction=real_fraction, lens_fraction=lens_fraction,
                                drop_options=drop_options or None, lens_drop_options=lens_drop_options or None,
-                               reference_side=reference_side,
+                               reference_side=reference_side, lens_reference_side=lens_reference_side,
                                clean=str(clean_dir) if clean_dir else "built-in",
                                train_images=[path.name for path in paths])
     else:
@@ -517,6 +526,7 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
         description = {"kind": "synthetic", "clean": str(clean_dir) if clean_dir else "built-in",
                        "lens_fraction": lens_fraction, "drop_options": drop_options or None,
                        "lens_drop_options": lens_drop_options or None, "reference_side": reference_side,
+                       "lens_reference_side": lens_reference_side,
                        "train_images": [path.name for path in train_paths],
                        "val_images": [path.name for path in val_paths]}
     val_rainy, val_clean = _materialise(
@@ -776,6 +786,7 @@ def train(
     lens_drop_options=None,
     keep_epochs=False,
     reference_side=None,
+    lens_reference_side=None,
 ):
     """Train a DerainGAN as ``config`` says and write the run folder ``run_dir``.
 
@@ -796,7 +807,7 @@ def train(
             random weights; the discriminator starts fresh unless it is a whole
             saved ``DerainGAN``.
         real_fraction, colour_match, lens_fraction, drop_options, lens_drop_options,
-        reference_side: see :func:`build_data`.
+        reference_side, lens_reference_side: see :func:`build_data`.
         patience: stop after this many epochs without a better validation score.
         keep_epochs: keep every epoch's generator as ``run_dir/epochs/epNNN.keras``
             (for averaging the last few, ``benchmarks/average_checkpoints.py``).
@@ -837,7 +848,7 @@ def train(
     train_data, steps, (val_rainy, val_clean), description = build_data(
         config, data, val, clean_dir, real_fraction=real_fraction, colour_match=colour_match,
         lens_fraction=lens_fraction, drop_options=drop_options, lens_drop_options=lens_drop_options,
-        reference_side=reference_side,
+        reference_side=reference_side, lens_reference_side=lens_reference_side,
     )
     runtime = {"strategy": strategy, "replicas": replicas, "mixed_precision": mixed_precision,
                "jit_compile": jit_compile, "gpus": len(tf.config.list_physical_devices("GPU"))}

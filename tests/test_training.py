@@ -153,8 +153,9 @@ def test_resume_with_epochs_extends_a_run_and_records_it(tmp_path, monkeypatch, 
 def test_resume_keeps_the_reference_side(tmp_path, monkeypatch):
     config = resolve("pix2pix", builtin_data=True, epochs=3, **TINY)
     run = tmp_path / "run"
-    train_until_killed(config, run, monkeypatch, reference_side=640)
-    assert json.loads((run / "config.json").read_text())["data"]["reference_side"] == 640
+    train_until_killed(config, run, monkeypatch, reference_side=640, lens_reference_side=960)
+    data = json.loads((run / "config.json").read_text())["data"]
+    assert data["reference_side"] == 640 and data["lens_reference_side"] == 960
     seen, original = {}, training.train
 
     def spy(*args, **kwargs):
@@ -163,7 +164,7 @@ def test_resume_keeps_the_reference_side(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "train", spy)
     assert train_script.main(["--resume", "--name", "run", "--runs-dir", str(tmp_path), "--quiet"]) == 0
-    assert seen["reference_side"] == 640 and epochs_logged(run) == [0, 1, 2]
+    assert seen["reference_side"] == 640 and seen["lens_reference_side"] == 960 and epochs_logged(run) == [0, 1, 2]
 
 
 def test_a_run_killed_in_its_first_epoch_can_start_again(tmp_path, monkeypatch, capsys):
@@ -275,6 +276,8 @@ def test_nan_losses_stop_the_run_with_a_clear_error(tmp_path):
         (["--lens-drops", "[1]"], "--lens-drops: not a JSON object"),
         (["--reference-side", "8"], "--reference-side must be at least 32 pixels, got 8"),
         (["--reference-side", "640", "--data", "pairs"], "--reference-side sizes rendered drops: it needs"),
+        (["--lens-reference-side", "0"], "--lens-reference-side must be at least 32 pixels, got 0"),
+        (["--lens-reference-side", "960", "--data", "pairs"], "--lens-reference-side sizes rendered drops: it needs"),
     ],
 )
 def test_bad_flags_fail_before_training(tmp_path, capsys, argv, message):
@@ -326,6 +329,28 @@ def test_reference_side_sizes_the_rendered_drops_and_is_recorded():
     assert edge_per_area[1920] < 0.5 * edge_per_area[None], edge_per_area
     with pytest.raises(ValueError, match="--reference-side must be a whole number of pixels"):
         training.build_data(config, reference_side=10.5)
+
+
+def test_lens_reference_side_sizes_the_lens_batches_alone():
+    config = resolve("restoration", builtin_data=True, **{**TINY, "crop_size": 64})
+    window, lens = {"dry_fraction": 0.0, "density": 0.3}, {"dry_fraction": 0.0, "density": 0.3}
+
+    def masks(lens_fraction, lens_side):
+        train, _, _, description = training.build_data(config, drop_options=window, lens_drop_options=lens,
+                                                       lens_fraction=lens_fraction, lens_reference_side=lens_side)
+        assert description["lens_reference_side"] == lens_side
+        return np.concatenate([batch[2].numpy() for _, batch in zip(range(4), train)])
+
+    def edge_per_area(masks):
+        return (np.abs(np.diff(masks, axis=1)).sum() + np.abs(np.diff(masks, axis=2)).sum()) / masks.sum()
+
+    # Lens batches drawn against a frame 4x larger than 480 px: larger drops, less outline per unit of area
+    # (0.58 times as much here; the lens style's glow and veil spread the mask beyond the outlines).
+    assert edge_per_area(masks(1.0, 1920)) < 0.75 * edge_per_area(masks(1.0, None))
+    # Window batches do not see it.
+    np.testing.assert_array_equal(masks(0.0, 1920), masks(0.0, None))
+    with pytest.raises(ValueError, match="--lens-reference-side must be a whole number of pixels"):
+        training.build_data(config, lens_reference_side=True)
 
 
 def test_data_folder_without_pairs(tmp_path, capsys):

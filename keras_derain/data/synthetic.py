@@ -104,6 +104,7 @@ def synthetic_dataset(
     lens_fraction=None,
     return_mask=False,
     lens_options=None,
+    lens_reference_side=None,
 ):
     """A ``tf.data.Dataset`` of ``(rainy, clean)`` batches with raindrops rendered on the fly.
 
@@ -140,6 +141,11 @@ def synthetic_dataset(
         lens_options: the lens batches' drops: ``None`` for
             ``raindrops.LENS_STYLE``, or a ``RaindropOptions`` or a dict of
             overrides of the lens style (e.g. ``{"blur_range": (0.0, 0.03)}``).
+        lens_reference_side: ``reference_side`` for the lens batches alone
+            (``None``: the same as the window batches'). Drops on a lens sit
+            closer to the camera than drops on a window, so they can be drawn
+            against a larger frame: larger and blurrier in pixels, with the
+            lens style's options unchanged.
         return_mask: also yield the renderer's exact drop mask,
             ``(rainy, clean, mask)`` with mask ``[batch, crop, crop, 1]`` in [0, 1]
             (0 exactly where rainy == clean), to supervise a mask head.
@@ -166,6 +172,10 @@ def synthetic_dataset(
         lens_fraction = DEFAULT_LENS_FRACTION if raindrop_options is None else 0.0
     if not 0.0 <= lens_fraction <= 1.0:
         raise ValueError(f"lens_fraction must be in [0, 1], got {lens_fraction!r}")
+    if lens_reference_side is None:
+        lens_reference_side = reference_side
+    elif not lens_reference_side > 0:
+        raise ValueError(f"lens_reference_side must be a positive number of pixels, got {lens_reference_side!r}")
     options = _resolve_options(raindrop_options)
     lens_style = _resolve_options(lens_options, base="lens")
     paths = [str(path) for path in clean_image_paths(clean_source)]
@@ -191,9 +201,9 @@ def synthetic_dataset(
         environment = tf.cond(flipped, lambda: tf.image.flip_left_right(environment), lambda: environment)
         return clean, environment, window, element_seed
 
-    def render(style_options, clean, environment, window, drop_seed):
+    def render(style_options, side, clean, environment, window, drop_seed):
         return raindrops.render_raindrops(
-            clean, seed=drop_seed, options=style_options, reference_side=reference_side,
+            clean, seed=drop_seed, options=style_options, reference_side=side,
             environment=environment, window=window, return_mask=True,
         )
 
@@ -206,11 +216,11 @@ def synthetic_dataset(
             style_draw = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(batch_seeds[0], 2))
             rainy, mask = tf.cond(
                 style_draw < lens_fraction,
-                lambda: render(lens_style, *arguments),
-                lambda: render(options, *arguments),
+                lambda: render(lens_style, lens_reference_side, *arguments),
+                lambda: render(options, reference_side, *arguments),
             )
         else:
-            rainy, mask = render(options, *arguments)
+            rainy, mask = render(options, reference_side, *arguments)
         if return_mask:
             return rainy * 2.0 - 1.0, clean * 2.0 - 1.0, mask
         return rainy * 2.0 - 1.0, clean * 2.0 - 1.0
