@@ -111,3 +111,29 @@ def test_ssim_under_the_input_also_blocks_the_default():
     better = dict(window=21.0, lens=14.2, builtin=60.0, window_dry=90.0, lens_dry=45.0)
     assert verdict(row(**better), DEFAULT)[0] == "default"
     assert verdict(row(**better, each=((0.80, 0.79), (0.78, 0.79))), DEFAULT)[0] == "none"
+
+
+def test_dry_scores_count_the_photos_under_the_bar_and_the_table_shows_all_lens_frames():
+    import numpy as np
+
+    module = _script("score_checkpoints")
+    photos = sorted((REPO / "keras_derain" / "data" / "builtin").glob("*.jpg"))[:2]
+
+    class Shifts:  # brightens the first photo by 10 levels (PSNR 28.1 dB), passes the second through
+        calls = 0
+
+        def derain(self, image):
+            self.calls += 1
+            return np.clip(image.astype(np.int16) + (10 if self.calls == 1 else 0), 0, 255).astype(np.uint8)
+
+    scores = module.dry_scores(Shifts(), photos)
+    assert scores["n"] == 2 and scores["under_bar"] == 1
+    assert scores["min"] == pytest.approx(20 * np.log10(255 / 10), abs=0.3)  # a few pixels clip at 255
+    row = {"model": "m", "window_model_psnr_y": 21.0, "window_model_ssim_y": 0.82, "window_input_psnr_y": 19.0,
+           "lens_model_psnr_y": 14.0,
+           "lens_input_psnr_y": 13.4, "lens_model_ssim_y": 0.59, "lens_input_ssim_y": 0.57,
+           "window_ssim_each": [[0.80, 0.81]], "dry_builtin": {"min": 47.8}, "dry_window": {"min": 91.0},
+           "dry_lens": {"min": 38.1}}
+    assert module.line(row).endswith("| 47.8 / 91.0 / 38.1 | - |")  # a row cached before all 100 were scored
+    row["dry_lens_all"] = {"min": 30.26, "under_bar": 5}
+    assert module.line(row).endswith("| 47.8 / 91.0 / 38.1 | 30.3 (5 under 38) |")
