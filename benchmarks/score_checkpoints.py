@@ -31,10 +31,8 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
 
-def dry_scores(derainer, paths):
+def dry_psnrs(derainer, paths):
     """PSNR (RGB) of each photo against its derained self; 38 dB is the bar for 'unchanged'."""
-    import numpy as np
-
     from keras_derain.data.images import read_rgb
     from keras_derain.metrics import psnr
 
@@ -42,8 +40,20 @@ def dry_scores(derainer, paths):
     for path in paths:
         image = read_rgb(path)
         values.append(float(psnr(derainer.derain(image), image, 255)))
+    return values
+
+
+def dry_summary(values):
+    """The worst, the mean, the count and how many are under the bar, of some ``dry_psnrs``."""
+    import numpy as np
+
     return {"min": min(values), "mean": float(np.mean(values)), "n": len(values),
             "under_bar": sum(value < DRY_BAR_DB for value in values)}
+
+
+def dry_scores(derainer, paths):
+    """``dry_summary`` of the photos' ``dry_psnrs``."""
+    return dry_summary(dry_psnrs(derainer, paths))
 
 
 def score(model_path):
@@ -63,9 +73,8 @@ def score(model_path):
     builtin = sorted((ROOT / "keras_derain" / "data" / "builtin").glob("*.jpg"))
     row["dry_builtin"] = dry_scores(derainer, builtin)
     row["dry_window"] = dry_scores(derainer, [clean for _, clean in find_pairs(SHARED / "raindrop_real")])
-    lens_clean = [clean for _, clean in find_pairs(SHARED / "raindrop_real_lens")]
-    row["dry_lens"] = dry_scores(derainer, lens_clean[:20])
-    row["dry_lens_all"] = dry_scores(derainer, lens_clean)
+    lens = dry_psnrs(derainer, [clean for _, clean in find_pairs(SHARED / "raindrop_real_lens")])
+    row["dry_lens"], row["dry_lens_all"] = dry_summary(lens[:20]), dry_summary(lens)  # each frame derained once
     return row
 
 

@@ -464,16 +464,13 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
     steps = config["steps_per_epoch"]
     mask = wants_mask(config)
     rendering = {"return_mask": mask, "lens_fraction": lens_fraction, "lens_options": lens_drop_options or None}
-    if reference_side is not None:
-        if isinstance(reference_side, bool) or not isinstance(reference_side, int) or reference_side < 32:
-            raise ValueError(f"--reference-side must be a whole number of pixels, at least 32, got {reference_side!r}")
-        rendering["reference_side"] = reference_side
-    if lens_reference_side is not None:
-        side = lens_reference_side
+    for name, side in (("reference_side", reference_side), ("lens_reference_side", lens_reference_side)):
+        if side is None:
+            continue
         if isinstance(side, bool) or not isinstance(side, int) or side < 32:
-            raise ValueError("--lens-reference-side must be a whole number of pixels, at least 32, "
-                             f"got {lens_reference_side!r}")
-        rendering["lens_reference_side"] = lens_reference_side
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be a whole number of pixels, at least 32, got {side!r}")
+        rendering[name] = side
     if drop_options:
         # With options, synthetic_dataset's lens share would default to 0: keep its usual default.
         rendering.update(raindrop_options=drop_options,

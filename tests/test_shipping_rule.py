@@ -130,8 +130,7 @@ def test_dry_scores_count_the_photos_under_the_bar_and_the_table_shows_all_lens_
     assert scores["n"] == 2 and scores["under_bar"] == 1
     assert scores["min"] == pytest.approx(20 * np.log10(255 / 10), abs=0.3)  # a few pixels clip at 255
     row = {"model": "m", "window_model_psnr_y": 21.0, "window_model_ssim_y": 0.82, "window_input_psnr_y": 19.0,
-           "lens_model_psnr_y": 14.0,
-           "lens_input_psnr_y": 13.4, "lens_model_ssim_y": 0.59, "lens_input_ssim_y": 0.57,
+           "lens_model_psnr_y": 14.0, "lens_input_psnr_y": 13.4, "lens_model_ssim_y": 0.59, "lens_input_ssim_y": 0.57,
            "window_ssim_each": [[0.80, 0.81]], "dry_builtin": {"min": 47.8}, "dry_window": {"min": 91.0},
            "dry_lens": {"min": 38.1}}
     assert module.line(row).endswith("| 47.8 / 91.0 / 38.1 | - |")  # a row cached before all 100 were scored
