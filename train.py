@@ -53,6 +53,9 @@ def parse_args(argv=None):
     data.add_argument("--lens-reference-side", type=int, metavar="PX",
                       help="the same for the lens batches alone (default: --reference-side); drops on a lens sit "
                       "closer to the camera than drops on a window")
+    data.add_argument("--sky-fraction", type=float, metavar="F",
+                      help="share of the rendered crops whose top is painted over with a procedural cloudy sky, "
+                      "so the model learns that clouds are not drops (default 0)")
     preset = parser.add_argument_group("overrides of the preset (unset: the preset's value)")
     for flag, kind, text in [
         ("--epochs", int, "epochs"), ("--batch-size", int, "pairs per step"),
@@ -127,6 +130,11 @@ def main(argv=None):
         return fail(f"--reference-side must be at least 32 pixels, got {args.reference_side}")
     if args.lens_reference_side is not None and args.lens_reference_side < 32:
         return fail(f"--lens-reference-side must be at least 32 pixels, got {args.lens_reference_side}")
+    if args.sky_fraction is not None and not 0.0 <= args.sky_fraction <= 1.0:
+        return fail(f"--sky-fraction must be in [0, 1], got {args.sky_fraction}")
+    if args.sky_fraction is not None and args.data is not None and args.clean_dir is None:
+        return fail("--sky-fraction paints the photos that drops are rendered on: it needs synthetic data "
+                    "(--clean-dir, or no --data)")
     for flag, value in (("--reference-side", args.reference_side), ("--lens-reference-side", args.lens_reference_side)):
         if value is not None and args.data is not None and args.clean_dir is None:
             return fail(f"{flag} sizes rendered drops: it needs synthetic data (--clean-dir, or no --data)")
@@ -176,6 +184,7 @@ def main(argv=None):
             lens_drops = data.get("lens_drop_options")
             args.reference_side = data.get("reference_side")
             args.lens_reference_side = data.get("lens_reference_side")
+            args.sky_fraction = data.get("sky_fraction")
             start = record.get("start") or {}
             args.init = (start.get("init") or {}).get("model")
             args.patience = start.get("patience")
@@ -210,7 +219,8 @@ def main(argv=None):
                         real_fraction=args.real_fraction, colour_match=args.color_match,
                         lens_fraction=args.lens_fraction, drop_options=drops, patience=args.patience,
                         lens_drop_options=lens_drops, keep_epochs=args.keep_epochs,
-                        reference_side=args.reference_side, lens_reference_side=args.lens_reference_side)
+                        reference_side=args.reference_side, lens_reference_side=args.lens_reference_side,
+                        sky_fraction=args.sky_fraction)
     except (ValueError, DatasetError, TrainingError) as error:
         return fail(str(error))
     except KeyboardInterrupt:

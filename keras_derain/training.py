@@ -430,7 +430,7 @@ def wants_mask(config):
 
 def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=None, colour_match=False,
                lens_fraction=None, drop_options=None, lens_drop_options=None, reference_side=None,
-               lens_reference_side=None):
+               lens_reference_side=None, sky_fraction=None):
     """Training dataset, fixed validation arrays and a description of the data.
 
     Args:
@@ -453,6 +453,8 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
             Raindrop's frames). A larger side draws larger, blurrier drops.
         lens_reference_side: the same for the lens batches alone (None: as
             ``reference_side``): drops on a lens sit closer to the camera.
+        sky_fraction: share of the rendered crops given a procedural cloudy sky
+            (``synthetic_dataset``'s option; None: 0, none).
 
     Returns:
         ``(train_dataset, steps_per_epoch, (val_rainy, val_clean), description)``.
@@ -471,6 +473,10 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
             flag = "--" + name.replace("_", "-")
             raise ValueError(f"{flag} must be a whole number of pixels, at least 32, got {side!r}")
         rendering[name] = side
+    if sky_fraction is not None:
+        if isinstance(sky_fraction, bool) or not isinstance(sky_fraction, (int, float)) or not 0.0 <= sky_fraction <= 1.0:
+            raise ValueError(f"--sky-fraction must be a number in [0, 1], got {sky_fraction!r}")
+        rendering["sky_fraction"] = sky_fraction
     if drop_options:
         # With options, synthetic_dataset's lens share would default to 0: keep its usual default.
         rendering.update(raindrop_options=drop_options,
@@ -510,7 +516,7 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
             description.update(kind="mixed", real_fraction=real_fraction, lens_fraction=lens_fraction,
                                drop_options=drop_options or None, lens_drop_options=lens_drop_options or None,
                                reference_side=reference_side, lens_reference_side=lens_reference_side,
-                               clean=str(clean_dir) if clean_dir else "built-in",
+                               sky_fraction=sky_fraction, clean=str(clean_dir) if clean_dir else "built-in",
                                train_images=[path.name for path in paths])
     else:
         paths = clean_image_paths(clean_dir)
@@ -523,7 +529,7 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
         description = {"kind": "synthetic", "clean": str(clean_dir) if clean_dir else "built-in",
                        "lens_fraction": lens_fraction, "drop_options": drop_options or None,
                        "lens_drop_options": lens_drop_options or None, "reference_side": reference_side,
-                       "lens_reference_side": lens_reference_side,
+                       "lens_reference_side": lens_reference_side, "sky_fraction": sky_fraction,
                        "train_images": [path.name for path in train_paths],
                        "val_images": [path.name for path in val_paths]}
     val_rainy, val_clean = _materialise(
@@ -784,6 +790,7 @@ def train(
     keep_epochs=False,
     reference_side=None,
     lens_reference_side=None,
+    sky_fraction=None,
 ):
     """Train a DerainGAN as ``config`` says and write the run folder ``run_dir``.
 
@@ -804,7 +811,7 @@ def train(
             random weights; the discriminator starts fresh unless it is a whole
             saved ``DerainGAN``.
         real_fraction, colour_match, lens_fraction, drop_options, lens_drop_options,
-        reference_side, lens_reference_side: see :func:`build_data`.
+        reference_side, lens_reference_side, sky_fraction: see :func:`build_data`.
         patience: stop after this many epochs without a better validation score.
         keep_epochs: keep every epoch's generator as ``run_dir/epochs/epNNN.keras``
             (for averaging the last few, ``benchmarks/average_checkpoints.py``).
@@ -845,7 +852,7 @@ def train(
     train_data, steps, (val_rainy, val_clean), description = build_data(
         config, data, val, clean_dir, real_fraction=real_fraction, colour_match=colour_match,
         lens_fraction=lens_fraction, drop_options=drop_options, lens_drop_options=lens_drop_options,
-        reference_side=reference_side, lens_reference_side=lens_reference_side,
+        reference_side=reference_side, lens_reference_side=lens_reference_side, sky_fraction=sky_fraction,
     )
     runtime = {"strategy": strategy, "replicas": replicas, "mixed_precision": mixed_precision,
                "jit_compile": jit_compile, "gpus": len(tf.config.list_physical_devices("GPU"))}

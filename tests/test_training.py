@@ -150,12 +150,12 @@ def test_resume_with_epochs_extends_a_run_and_records_it(tmp_path, monkeypatch, 
     assert record["differs_from_preset"]["epochs"]["value"] == 4
 
 
-def test_resume_keeps_the_reference_side(tmp_path, monkeypatch):
+def test_resume_keeps_the_reference_side_and_the_skies(tmp_path, monkeypatch):
     config = resolve("pix2pix", builtin_data=True, epochs=3, **TINY)
     run = tmp_path / "run"
-    train_until_killed(config, run, monkeypatch, reference_side=640, lens_reference_side=960)
+    train_until_killed(config, run, monkeypatch, reference_side=640, lens_reference_side=960, sky_fraction=0.2)
     data = json.loads((run / "config.json").read_text())["data"]
-    assert data["reference_side"] == 640 and data["lens_reference_side"] == 960
+    assert data["reference_side"] == 640 and data["lens_reference_side"] == 960 and data["sky_fraction"] == 0.2
     seen, original = {}, training.train
 
     def spy(*args, **kwargs):
@@ -164,7 +164,8 @@ def test_resume_keeps_the_reference_side(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "train", spy)
     assert train_script.main(["--resume", "--name", "run", "--runs-dir", str(tmp_path), "--quiet"]) == 0
-    assert seen["reference_side"] == 640 and seen["lens_reference_side"] == 960 and epochs_logged(run) == [0, 1, 2]
+    assert seen["reference_side"] == 640 and seen["lens_reference_side"] == 960 and seen["sky_fraction"] == 0.2
+    assert epochs_logged(run) == [0, 1, 2]
 
 
 def test_a_run_killed_in_its_first_epoch_can_start_again(tmp_path, monkeypatch, capsys):
@@ -278,6 +279,9 @@ def test_nan_losses_stop_the_run_with_a_clear_error(tmp_path):
         (["--reference-side", "640", "--data", "pairs"], "--reference-side sizes rendered drops: it needs"),
         (["--lens-reference-side", "0"], "--lens-reference-side must be at least 32 pixels, got 0"),
         (["--lens-reference-side", "960", "--data", "pairs"], "--lens-reference-side sizes rendered drops: it needs"),
+        (["--sky-fraction", "1.5"], "--sky-fraction must be in [0, 1], got 1.5"),
+        (["--sky-fraction", "nan"], "--sky-fraction must be in [0, 1], got nan"),
+        (["--sky-fraction", "0.2", "--data", "pairs"], "--sky-fraction paints the photos that drops are rendered on"),
     ],
 )
 def test_bad_flags_fail_before_training(tmp_path, capsys, argv, message):
@@ -351,6 +355,23 @@ def test_lens_reference_side_sizes_the_lens_batches_alone():
     np.testing.assert_array_equal(masks(0.0, 1920), masks(0.0, None))
     with pytest.raises(ValueError, match="--lens-reference-side must be a whole number of pixels"):
         training.build_data(config, lens_reference_side=True)
+
+
+def test_build_data_paints_skies_on_the_rendered_crops_only_when_asked():
+    config = resolve("restoration", builtin_data=True, **{**TINY, "crop_size": 48})
+    dry = {"dry_fraction": 1.0}
+
+    def clean_tops(sky_fraction):
+        train, _, _, description = training.build_data(config, drop_options=dry, lens_drop_options=dry,
+                                                       sky_fraction=sky_fraction)
+        assert description["sky_fraction"] == sky_fraction
+        return np.concatenate([batch[1].numpy()[:, :4] for _, batch in zip(range(3), train)])
+
+    plain, skies = clean_tops(None), clean_tops(1.0)
+    assert np.abs(plain - skies).mean() > 0.05  # every crop's top is sky now
+    np.testing.assert_array_equal(clean_tops(0.0), plain)  # 0 is no sky at all: the stream is unchanged
+    with pytest.raises(ValueError, match="--sky-fraction must be a number in \\[0, 1\\], got 2"):
+        training.build_data(config, sky_fraction=2)
 
 
 def test_data_folder_without_pairs(tmp_path, capsys):

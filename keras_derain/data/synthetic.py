@@ -21,6 +21,7 @@ from keras_derain.data.images import (
     natural_key,
 )
 from keras_derain.data import raindrops
+from keras_derain.data.sky import cloudy_sky
 
 BUILTIN_FOLDER = Path(__file__).resolve().parent / "builtin"
 # The whole photo, as small as the drops need it: they show it minified.
@@ -105,6 +106,7 @@ def synthetic_dataset(
     return_mask=False,
     lens_options=None,
     lens_reference_side=None,
+    sky_fraction=0.0,
 ):
     """A ``tf.data.Dataset`` of ``(rainy, clean)`` batches with raindrops rendered on the fly.
 
@@ -146,6 +148,12 @@ def synthetic_dataset(
             closer to the camera than drops on a window, so they can be drawn
             against a larger frame: larger and blurrier in pixels, with the
             lens style's options unchanged.
+        sky_fraction: share of the crops whose top part is painted over with a
+            procedural cloudy sky before the drops are rendered
+            (:func:`keras_derain.data.sky.cloudy_sky`), in ``[0, 1]``; those
+            crops carry drops or stay dry like the others, so the model learns
+            that clouds are not drops. 0 (the default) leaves the photos as
+            they are.
         return_mask: also yield the renderer's exact drop mask,
             ``(rainy, clean, mask)`` with mask ``[batch, crop, crop, 1]`` in [0, 1]
             (0 exactly where rainy == clean), to supervise a mask head.
@@ -176,6 +184,8 @@ def synthetic_dataset(
         lens_reference_side = reference_side
     elif not lens_reference_side > 0:
         raise ValueError(f"lens_reference_side must be a positive number of pixels, got {lens_reference_side!r}")
+    if isinstance(sky_fraction, bool) or not isinstance(sky_fraction, (int, float)) or not 0.0 <= sky_fraction <= 1.0:
+        raise ValueError(f"sky_fraction must be a number in [0, 1], got {sky_fraction!r}")
     options = _resolve_options(raindrop_options)
     lens_style = _resolve_options(lens_options, base="lens")
     paths = [str(path) for path in clean_image_paths(clean_source)]
@@ -211,6 +221,8 @@ def synthetic_dataset(
         # One render per batch; its seed comes from the batch's first element,
         # folded so it does not repeat that element's crop seed.
         drop_seed = tf.random.experimental.stateless_fold_in(batch_seeds[0], 1)
+        if sky_fraction > 0.0:
+            clean = cloudy_sky(clean, tf.random.experimental.stateless_fold_in(batch_seeds[0], 3), sky_fraction)
         arguments = (clean, environment, window, drop_seed)
         if lens_fraction > 0.0:
             style_draw = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(batch_seeds[0], 2))
