@@ -47,7 +47,8 @@ def cloudy_sky(images, seed, fraction):
         >>> import tensorflow as tf
         >>> photos = tf.zeros([4, 32, 32, 3])
         >>> skies = cloudy_sky(photos, tf.constant([1, 2]), fraction=1.0)
-        >>> bool(tf.reduce_all(skies[:, 0] > 0.2))  # the top row is sky in every image
+        >>> top = tf.reduce_mean(skies[:, 0], axis=[1, 2])  # the top row of each image
+        >>> bool(tf.reduce_all(top > 0.2))  # is sky, in every image: bright over the black photo
         True
     """
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
