@@ -56,6 +56,8 @@ def parse_args(argv=None):
                         help="the short side the drop sizes are fractions of (synthetic_dataset's)")
     parser.add_argument("--lens-reference-side", type=int, metavar="PX",
                         help="the same for the lens batches alone (default: --reference-side)")
+    parser.add_argument("--sky-fraction", type=float, default=0.0, metavar="F",
+                        help="share of crops given a procedural cloudy sky (synthetic_dataset's; default 0)")
     parser.add_argument("--clean", type=Path, default=SHARED / "clean", help="clean photos (nested folders)")
     parser.add_argument("--out", type=Path, default=RESULTS / "sim2real.md")
     parser.add_argument("--keep", type=Path, help="also save the trained generator here (.keras)")
@@ -90,7 +92,7 @@ def train_config(arch="pix2pix", seed=0, overrides=None):
 
 
 def train_generator(paths, options, seed, steps, lens_fraction=None, config=None, lens_options=None,
-                    reference_side=480, lens_reference_side=None):
+                    reference_side=480, lens_reference_side=None, sky_fraction=0.0):
     import keras
 
     from keras_derain.data.synthetic import synthetic_dataset
@@ -103,7 +105,7 @@ def train_generator(paths, options, seed, steps, lens_fraction=None, config=None
         paths, crop_size=config["crop_size"], batch_size=config["batch_size"], seed=seed,
         raindrop_options=options or None,
         lens_fraction=lens_fraction, return_mask=wants_mask(config), lens_options=lens_options or None,
-        reference_side=reference_side, lens_reference_side=lens_reference_side,
+        reference_side=reference_side, lens_reference_side=lens_reference_side, sky_fraction=sky_fraction,
     )
     started = time.perf_counter()
     gan.fit(train, epochs=1, steps_per_epoch=steps, verbose=0)
@@ -180,14 +182,16 @@ def main(argv=None):
     else:
         config = train_config(args.arch, args.seed, json.loads(args.config))
         generator, seconds, _ = train_generator(paths, options, args.seed, args.steps, args.lens_fraction, config,
-                                                lens_options, args.reference_side, args.lens_reference_side)
+                                                lens_options, args.reference_side, args.lens_reference_side,
+                                                args.sky_fraction)
     row = {"label": args.label, "seed": args.seed, "steps": args.steps, "commit": trained_at,
            "arch": args.arch, "config": json.loads(args.config),
            "options": {**options, **({"lens_fraction": args.lens_fraction} if args.lens_fraction is not None else {}),
                        **({"lens_options": lens_options} if lens_options else {}),
                        **({"reference_side": args.reference_side} if args.reference_side != 480 else {}),
                        **({"lens_reference_side": args.lens_reference_side}
-                          if args.lens_reference_side is not None else {})},
+                          if args.lens_reference_side is not None else {}),
+                       **({"sky_fraction": args.sky_fraction} if args.sky_fraction else {})},
            "train_seconds": seconds, "photos": len(paths), "machine": describe(),
            "date": time.strftime("%Y-%m-%d %H:%M")}
     with tempfile.TemporaryDirectory() as scratch:
