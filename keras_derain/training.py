@@ -474,8 +474,9 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
             raise ValueError(f"{flag} must be a whole number of pixels, at least 32, got {side!r}")
         rendering[name] = side
     if sky_fraction is not None:
-        if isinstance(sky_fraction, bool) or not isinstance(sky_fraction, (int, float)) or not 0.0 <= sky_fraction <= 1.0:
-            raise ValueError(f"--sky-fraction must be a number in [0, 1], got {sky_fraction!r}")
+        from keras_derain.data.sky import check_sky_fraction
+
+        check_sky_fraction(sky_fraction, "--sky-fraction")
         rendering["sky_fraction"] = sky_fraction
     if drop_options:
         # With options, synthetic_dataset's lens share would default to 0: keep its usual default.

@@ -25,6 +25,12 @@ SHADE_OCTAVES = (6, 12, 24)
 HORIZON_OCTAVES = (4, 16, 64)
 
 
+def check_sky_fraction(fraction, name="sky_fraction"):
+    """Raise ``ValueError`` (naming ``name``) unless ``fraction`` is a number in ``[0, 1]``."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {fraction!r}")
+
+
 def cloudy_sky(images, seed, fraction):
     """Paint a cloudy sky over the top of a share of a batch of photos.
 
@@ -51,14 +57,14 @@ def cloudy_sky(images, seed, fraction):
         >>> bool(tf.reduce_all(top > 0.2))  # is sky, in every image: bright over the black photo
         True
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"sky_fraction must be a number in [0, 1], got {fraction!r}")
+    check_sky_fraction(fraction)
     images = tf.convert_to_tensor(images, tf.float32)
     if fraction == 0.0:
         return images
     shape = tf.shape(images)
     batch, height, width = shape[0], shape[1], shape[2]
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 12)
+    # One seed per draw: two draws from one seed would be correlated (the same uniforms underneath).
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 16)
 
     def uniform(index, low, high, size=None):
         return tf.random.stateless_uniform(size or [batch, 1, 1, 1], seeds[index], low, high)
@@ -73,7 +79,7 @@ def cloudy_sky(images, seed, fraction):
     shade = tf.clip_by_value(_fbm(seeds[4], batch, height, width, SHADE_OCTAVES) + 0.5, 0.0, 1.0)
     white = uniform(5, 0.8, 1.0) * (1.0 - uniform(6, 0.0, 0.4) * shade * cloud)
     # The blue: deep overhead, pale at the horizon, of any brightness from dim to hazy.
-    zenith = tf.concat([uniform(7, 0.15, 0.55), uniform(7, 0.35, 0.7), uniform(7, 0.65, 1.0)], axis=-1)
+    zenith = tf.concat([uniform(7, 0.15, 0.55), uniform(12, 0.35, 0.7), uniform(13, 0.65, 1.0)], axis=-1)
     zenith = tf.clip_by_value(zenith * uniform(8, 0.7, 1.2), 0.0, 1.0)
     pale = zenith + (uniform(9, 0.75, 1.0) - zenith) * uniform(10, 0.2, 0.8)
     rows = tf.reshape(tf.linspace(0.0, 1.0, height), [1, height, 1, 1])
@@ -81,11 +87,11 @@ def cloudy_sky(images, seed, fraction):
     sky = tf.clip_by_value(blue + (white - blue) * cloud, 0.0, 1.0)
     # A ragged horizon (a tree line, roofs): smooth swells and a fine jagged edge.
     level = uniform(11, 0.3, 1.1)
-    ragged = _fbm(seeds[1], batch, 1, width, HORIZON_OCTAVES, persistence=0.6, line=True)
+    ragged = _fbm(seeds[14], batch, 1, width, HORIZON_OCTAVES, persistence=0.6, line=True)
     horizon = level + 0.06 * ragged
     below = tf.cast(rows > horizon, tf.float32)
     painted = images * below + sky * (1.0 - below)
-    chosen = tf.random.stateless_uniform([batch], seeds[3]) < fraction
+    chosen = tf.random.stateless_uniform([batch], seeds[15]) < fraction
     return tf.where(chosen[:, None, None, None], painted, images)
 
 

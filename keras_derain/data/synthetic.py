@@ -21,7 +21,7 @@ from keras_derain.data.images import (
     natural_key,
 )
 from keras_derain.data import raindrops
-from keras_derain.data.sky import cloudy_sky
+from keras_derain.data.sky import check_sky_fraction, cloudy_sky
 
 BUILTIN_FOLDER = Path(__file__).resolve().parent / "builtin"
 # The whole photo, as small as the drops need it: they show it minified.
@@ -184,8 +184,7 @@ def synthetic_dataset(
         lens_reference_side = reference_side
     elif not lens_reference_side > 0:
         raise ValueError(f"lens_reference_side must be a positive number of pixels, got {lens_reference_side!r}")
-    if isinstance(sky_fraction, bool) or not isinstance(sky_fraction, (int, float)) or not 0.0 <= sky_fraction <= 1.0:
-        raise ValueError(f"sky_fraction must be a number in [0, 1], got {sky_fraction!r}")
+    check_sky_fraction(sky_fraction)
     options = _resolve_options(raindrop_options)
     lens_style = _resolve_options(lens_options, base="lens")
     paths = [str(path) for path in clean_image_paths(clean_source)]
