@@ -82,3 +82,12 @@ def test_drops_are_rendered_over_the_sky():
     outside = mask.numpy()[..., 0] == 0
     np.testing.assert_array_equal(rainy.numpy()[outside], clean.numpy()[outside])  # exact copies outside the mask
     assert mask.numpy().mean() > 0.01 and np.abs(rainy.numpy() - clean.numpy()).max() > 0.05
+
+
+def test_some_skies_are_storms_grey_clouds_against_a_burnt_out_sky():
+    skies = cloudy_sky(tf.zeros([48, 64, 64, 3]), tf.constant([4, 2], tf.int64), 1.0).numpy()[:, :14]
+    brightness, saturation = skies.mean(-1), skies.max(-1) - skies.min(-1)
+    grey = saturation < 0.08  # cloud, or a sky burnt out to white
+    storm = [np.any(grey[i] & (brightness[i] < 0.45)) and np.any(grey[i] & (brightness[i] > 0.88))
+             for i in range(len(skies))]
+    assert 4 <= sum(storm) <= 28  # dark grey cloud and near-white in one sky: about 30% (STORM_SHARE)

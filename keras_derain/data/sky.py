@@ -12,7 +12,11 @@ them.
 
 The sky is fractal noise (a sum of upsampled random grids, "fBm") thresholded
 into clouds, shaded grey underneath, over a blue-to-pale gradient; its cover
-runs from a few wisps to overcast. Everything is a stateless TensorFlow op, so
+runs from a few wisps to overcast. The clouds run from white to storm grey,
+and the sky between them from deep blue to burnt out (a camera exposed for
+the ground): dark grey clouds against a white sky are as common in rain as
+white clouds against a blue one, and a model that has only seen the latter
+reads a dark cloud next to a bright gap as a drop. Everything is a stateless TensorFlow op, so
 a batch is the same for the same seed, and the crops not chosen are returned
 exactly.
 """
@@ -23,6 +27,8 @@ import tensorflow as tf
 CLOUD_OCTAVES = (3, 6, 12, 24, 48, 96)
 SHADE_OCTAVES = (6, 12, 24)
 HORIZON_OCTAVES = (4, 16, 64)
+# Share of the skies that are storms: grey clouds against a sky burnt out to white.
+STORM_SHARE = 0.3
 
 
 def check_sky_fraction(fraction, name="sky_fraction"):
@@ -64,7 +70,7 @@ def cloudy_sky(images, seed, fraction):
     shape = tf.shape(images)
     batch, height, width = shape[0], shape[1], shape[2]
     # One seed per draw: two draws from one seed would be correlated (the same uniforms underneath).
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 16)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 19)
 
     def uniform(index, low, high, size=None):
         return tf.random.stateless_uniform(size or [batch, 1, 1, 1], seeds[index], low, high)
@@ -77,13 +83,19 @@ def cloudy_sky(images, seed, fraction):
     cloud = tf.clip_by_value((field - cover) / softness, 0.0, 1.0)
     # Cloud undersides are grey: darker where a second field is high and the cloud is thick.
     shade = tf.clip_by_value(_fbm(seeds[4], batch, height, width, SHADE_OCTAVES) + 0.5, 0.0, 1.0)
-    white = uniform(5, 0.8, 1.0) * (1.0 - uniform(6, 0.0, 0.4) * shade * cloud)
+    # A share of the skies are storms: grey clouds against a sky burnt out to white (a camera exposed for
+    # the ground). The others have white clouds against blue, the sky a little hazy at most.
+    storm = uniform(16, 0.0, 1.0) < STORM_SHARE
+    tone = tf.where(storm, uniform(5, 0.4, 0.75), uniform(5, 0.8, 1.0))
+    white = tone * (1.0 - uniform(6, 0.0, 0.6) * shade * cloud)
     # The blue: deep overhead, pale at the horizon, of any brightness from dim to hazy.
     zenith = tf.concat([uniform(7, 0.15, 0.55), uniform(12, 0.35, 0.7), uniform(13, 0.65, 1.0)], axis=-1)
     zenith = tf.clip_by_value(zenith * uniform(8, 0.7, 1.2), 0.0, 1.0)
     pale = zenith + (uniform(9, 0.75, 1.0) - zenith) * uniform(10, 0.2, 0.8)
     rows = tf.reshape(tf.linspace(0.0, 1.0, height), [1, height, 1, 1])
     blue = zenith + (pale - zenith) * rows
+    washout = tf.where(storm, uniform(17, 0.6, 1.0), 0.5 * tf.square(uniform(17, 0.0, 1.0)))
+    blue = blue + (uniform(18, 0.9, 1.0) - blue) * washout
     sky = tf.clip_by_value(blue + (white - blue) * cloud, 0.0, 1.0)
     # A ragged horizon (a tree line, roofs): smooth swells and a fine jagged edge.
     level = uniform(11, 0.3, 1.1)
