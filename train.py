@@ -56,6 +56,11 @@ def parse_args(argv=None):
     data.add_argument("--sky-fraction", type=float, metavar="F",
                       help="share of the rendered crops whose top is painted over with a procedural cloudy sky, "
                       "so the model learns that clouds are not drops (default 0)")
+    data.add_argument("--storm-share", type=float, metavar="F",
+                      help="share of those skies that are storms: grey clouds against a sky burnt out to white "
+                      "(default 0.3)")
+    data.add_argument("--lens-storm-share", type=float, metavar="F",
+                      help="the same for the lens batches' skies (default: --storm-share)")
     preset = parser.add_argument_group("overrides of the preset (unset: the preset's value)")
     for flag, kind, text in [
         ("--epochs", int, "epochs"), ("--batch-size", int, "pairs per step"),
@@ -132,6 +137,11 @@ def main(argv=None):
         return fail(f"--lens-reference-side must be at least 32 pixels, got {args.lens_reference_side}")
     if args.sky_fraction is not None and not 0.0 <= args.sky_fraction <= 1.0:
         return fail(f"--sky-fraction must be in [0, 1], got {args.sky_fraction}")
+    for flag, value in (("--storm-share", args.storm_share), ("--lens-storm-share", args.lens_storm_share)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            return fail(f"{flag} must be in [0, 1], got {value}")
+        if value is not None and not args.sky_fraction:
+            return fail(f"{flag} is a share of the painted skies: it needs --sky-fraction above 0")
     if args.sky_fraction is not None and args.data is not None and args.clean_dir is None:
         return fail("--sky-fraction paints the photos that drops are rendered on: it needs synthetic data "
                     "(--clean-dir, or no --data)")
@@ -185,6 +195,8 @@ def main(argv=None):
             args.reference_side = data.get("reference_side")
             args.lens_reference_side = data.get("lens_reference_side")
             args.sky_fraction = data.get("sky_fraction")
+            args.storm_share = data.get("storm_share")
+            args.lens_storm_share = data.get("lens_storm_share")
             start = record.get("start") or {}
             args.init = (start.get("init") or {}).get("model")
             args.patience = start.get("patience")
@@ -220,7 +232,8 @@ def main(argv=None):
                         lens_fraction=args.lens_fraction, drop_options=drops, patience=args.patience,
                         lens_drop_options=lens_drops, keep_epochs=args.keep_epochs,
                         reference_side=args.reference_side, lens_reference_side=args.lens_reference_side,
-                        sky_fraction=args.sky_fraction)
+                        sky_fraction=args.sky_fraction, storm_share=args.storm_share,
+                        lens_storm_share=args.lens_storm_share)
     except (ValueError, DatasetError, TrainingError) as error:
         return fail(str(error))
     except KeyboardInterrupt:

@@ -430,7 +430,7 @@ def wants_mask(config):
 
 def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=None, colour_match=False,
                lens_fraction=None, drop_options=None, lens_drop_options=None, reference_side=None,
-               lens_reference_side=None, sky_fraction=None):
+               lens_reference_side=None, sky_fraction=None, storm_share=None, lens_storm_share=None):
     """Training dataset, fixed validation arrays and a description of the data.
 
     Args:
@@ -455,6 +455,9 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
             ``reference_side``): drops on a lens sit closer to the camera.
         sky_fraction: share of the rendered crops given a procedural cloudy sky
             (``synthetic_dataset``'s option; None: 0, none).
+        storm_share, lens_storm_share: share of those skies that are storms, in
+            all batches and in the lens batches (``synthetic_dataset``'s options;
+            None: ``sky.STORM_SHARE``, and the lens batches as the others).
 
     Returns:
         ``(train_dataset, steps_per_epoch, (val_rainy, val_clean), description)``.
@@ -478,6 +481,12 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
 
         check_sky_fraction(sky_fraction, "--sky-fraction")
         rendering["sky_fraction"] = sky_fraction
+    for name, share in (("storm_share", storm_share), ("lens_storm_share", lens_storm_share)):
+        if share is not None:
+            from keras_derain.data.sky import check_sky_fraction
+
+            check_sky_fraction(share, "--" + name.replace("_", "-"))
+            rendering[name] = share
     if drop_options:
         # With options, synthetic_dataset's lens share would default to 0: keep its usual default.
         rendering.update(raindrop_options=drop_options,
@@ -517,7 +526,8 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
             description.update(kind="mixed", real_fraction=real_fraction, lens_fraction=lens_fraction,
                                drop_options=drop_options or None, lens_drop_options=lens_drop_options or None,
                                reference_side=reference_side, lens_reference_side=lens_reference_side,
-                               sky_fraction=sky_fraction, clean=str(clean_dir) if clean_dir else "built-in",
+                               sky_fraction=sky_fraction, storm_share=storm_share, lens_storm_share=lens_storm_share,
+                               clean=str(clean_dir) if clean_dir else "built-in",
                                train_images=[path.name for path in paths])
     else:
         paths = clean_image_paths(clean_dir)
@@ -531,6 +541,7 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
                        "lens_fraction": lens_fraction, "drop_options": drop_options or None,
                        "lens_drop_options": lens_drop_options or None, "reference_side": reference_side,
                        "lens_reference_side": lens_reference_side, "sky_fraction": sky_fraction,
+                       "storm_share": storm_share, "lens_storm_share": lens_storm_share,
                        "train_images": [path.name for path in train_paths],
                        "val_images": [path.name for path in val_paths]}
     val_rainy, val_clean = _materialise(
@@ -792,6 +803,8 @@ def train(
     reference_side=None,
     lens_reference_side=None,
     sky_fraction=None,
+    storm_share=None,
+    lens_storm_share=None,
 ):
     """Train a DerainGAN as ``config`` says and write the run folder ``run_dir``.
 
@@ -812,7 +825,8 @@ def train(
             random weights; the discriminator starts fresh unless it is a whole
             saved ``DerainGAN``.
         real_fraction, colour_match, lens_fraction, drop_options, lens_drop_options,
-        reference_side, lens_reference_side, sky_fraction: see :func:`build_data`.
+        reference_side, lens_reference_side, sky_fraction, storm_share,
+        lens_storm_share: see :func:`build_data`.
         patience: stop after this many epochs without a better validation score.
         keep_epochs: keep every epoch's generator as ``run_dir/epochs/epNNN.keras``
             (for averaging the last few, ``benchmarks/average_checkpoints.py``).
@@ -854,6 +868,7 @@ def train(
         config, data, val, clean_dir, real_fraction=real_fraction, colour_match=colour_match,
         lens_fraction=lens_fraction, drop_options=drop_options, lens_drop_options=lens_drop_options,
         reference_side=reference_side, lens_reference_side=lens_reference_side, sky_fraction=sky_fraction,
+        storm_share=storm_share, lens_storm_share=lens_storm_share,
     )
     runtime = {"strategy": strategy, "replicas": replicas, "mixed_precision": mixed_precision,
                "jit_compile": jit_compile, "gpus": len(tf.config.list_physical_devices("GPU"))}

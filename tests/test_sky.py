@@ -91,3 +91,30 @@ def test_some_skies_are_storms_grey_clouds_against_a_burnt_out_sky():
     storm = [np.any(grey[i] & (brightness[i] < 0.45)) and np.any(grey[i] & (brightness[i] > 0.88))
              for i in range(len(skies))]
     assert 4 <= sum(storm) <= 28  # dark grey cloud and near-white in one sky: about 30% (STORM_SHARE)
+
+
+def test_the_storm_share_sets_how_many_skies_are_washed_out_storms():
+    seed = tf.constant([4, 2], tf.int64)
+    saturation = {}
+    for share in (0.0, 1.0):
+        skies = cloudy_sky(tf.zeros([24, 48, 48, 3]), seed, 1.0, storm_share=share).numpy()[:, :10]
+        saturation[share] = (skies.max(-1) - skies.min(-1)).mean(axis=(1, 2))
+    # The same draws but the storm switch: every storm sky is burnt out paler than its blue twin.
+    assert (saturation[1.0] < saturation[0.0]).mean() > 0.9
+    with pytest.raises(ValueError, match="storm_share must be a number in \\[0, 1\\]"):
+        cloudy_sky(photos(), seed, 1.0, storm_share=1.5)
+
+
+def test_storms_can_be_kept_to_the_lens_batches():
+    def cleans(lens_fraction, storm_share, lens_storm_share):
+        dataset = synthetic_dataset(crop_size=48, batch_size=4, seed=3, sky_fraction=1.0, lens_fraction=lens_fraction,
+                                    raindrop_options={"dry_fraction": 1.0}, lens_options={"dry_fraction": 1.0},
+                                    storm_share=storm_share, lens_storm_share=lens_storm_share)
+        return next(iter(dataset))[1].numpy()
+
+    stormy, calm = cleans(1.0, 1.0, 1.0), cleans(1.0, 0.0, 0.0)
+    assert np.abs(stormy - calm).mean() > 0.01
+    np.testing.assert_array_equal(cleans(1.0, 0.0, 1.0), stormy)  # lens batches: the lens share
+    np.testing.assert_array_equal(cleans(0.0, 0.0, 1.0), cleans(0.0, 0.0, 0.0))  # window batches: no storms
+    with pytest.raises(ValueError, match="lens_storm_share must be a number in \\[0, 1\\]"):
+        synthetic_dataset(crop_size=32, batch_size=2, seed=1, sky_fraction=0.5, lens_storm_share=-0.1)

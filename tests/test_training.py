@@ -153,9 +153,11 @@ def test_resume_with_epochs_extends_a_run_and_records_it(tmp_path, monkeypatch, 
 def test_resume_keeps_the_reference_side_and_the_skies(tmp_path, monkeypatch):
     config = resolve("pix2pix", builtin_data=True, epochs=3, **TINY)
     run = tmp_path / "run"
-    train_until_killed(config, run, monkeypatch, reference_side=640, lens_reference_side=960, sky_fraction=0.2)
+    train_until_killed(config, run, monkeypatch, reference_side=640, lens_reference_side=960, sky_fraction=0.2,
+                       storm_share=0.0, lens_storm_share=0.5)
     data = json.loads((run / "config.json").read_text())["data"]
     assert data["reference_side"] == 640 and data["lens_reference_side"] == 960 and data["sky_fraction"] == 0.2
+    assert data["storm_share"] == 0.0 and data["lens_storm_share"] == 0.5
     seen, original = {}, training.train
 
     def spy(*args, **kwargs):
@@ -165,6 +167,7 @@ def test_resume_keeps_the_reference_side_and_the_skies(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "train", spy)
     assert train_script.main(["--resume", "--name", "run", "--runs-dir", str(tmp_path), "--quiet"]) == 0
     assert seen["reference_side"] == 640 and seen["lens_reference_side"] == 960 and seen["sky_fraction"] == 0.2
+    assert seen["storm_share"] == 0.0 and seen["lens_storm_share"] == 0.5
     assert epochs_logged(run) == [0, 1, 2]
 
 
@@ -282,6 +285,9 @@ def test_nan_losses_stop_the_run_with_a_clear_error(tmp_path):
         (["--sky-fraction", "1.5"], "--sky-fraction must be in [0, 1], got 1.5"),
         (["--sky-fraction", "nan"], "--sky-fraction must be in [0, 1], got nan"),
         (["--sky-fraction", "0.2", "--data", "pairs"], "--sky-fraction paints the photos that drops are rendered on"),
+        (["--sky-fraction", "0.2", "--storm-share", "2"], "--storm-share must be in [0, 1], got 2.0"),
+        (["--sky-fraction", "0.2", "--lens-storm-share", "nan"], "--lens-storm-share must be in [0, 1], got nan"),
+        (["--lens-storm-share", "0.5"], "--lens-storm-share is a share of the painted skies: it needs --sky-fraction"),
     ],
 )
 def test_bad_flags_fail_before_training(tmp_path, capsys, argv, message):

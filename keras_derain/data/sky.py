@@ -37,7 +37,7 @@ def check_sky_fraction(fraction, name="sky_fraction"):
         raise ValueError(f"{name} must be a number in [0, 1], got {fraction!r}")
 
 
-def cloudy_sky(images, seed, fraction):
+def cloudy_sky(images, seed, fraction, storm_share=STORM_SHARE):
     """Paint a cloudy sky over the top of a share of a batch of photos.
 
     Args:
@@ -47,13 +47,17 @@ def cloudy_sky(images, seed, fraction):
             number). Each chosen image gets its own sky, cover and horizon; the
             horizon lies between 30% of the height and below the bottom edge
             (the whole crop is sky).
+        storm_share: share of the skies that are storms (grey clouds against
+            a sky burnt out to white), in ``[0, 1]``: a Python number, or a
+            scalar tensor (``synthetic_dataset`` passes a different share for
+            its lens batches). Default ``STORM_SHARE``.
 
     Returns:
         The batch, float32 in ``[0, 1]``: chosen images with their top part
         replaced by the sky, the others exactly as given.
 
     Raises:
-        ValueError: ``fraction`` outside ``[0, 1]``.
+        ValueError: ``fraction``, or a numeric ``storm_share``, outside ``[0, 1]``.
 
     Example:
         >>> import tensorflow as tf
@@ -64,6 +68,8 @@ def cloudy_sky(images, seed, fraction):
         True
     """
     check_sky_fraction(fraction)
+    if not tf.is_tensor(storm_share):
+        check_sky_fraction(storm_share, "storm_share")
     images = tf.convert_to_tensor(images, tf.float32)
     if fraction == 0.0:
         return images
@@ -85,7 +91,7 @@ def cloudy_sky(images, seed, fraction):
     shade = tf.clip_by_value(_fbm(seeds[4], batch, height, width, SHADE_OCTAVES) + 0.5, 0.0, 1.0)
     # A share of the skies are storms: grey clouds against a sky burnt out to white (a camera exposed for
     # the ground). The others have white clouds against blue, the sky a little hazy at most.
-    storm = uniform(16, 0.0, 1.0) < STORM_SHARE
+    storm = uniform(16, 0.0, 1.0) < tf.cast(storm_share, tf.float32)
     tone = tf.where(storm, uniform(5, 0.4, 0.75), uniform(5, 0.8, 1.0))
     white = tone * (1.0 - uniform(6, 0.0, 0.6) * shade * cloud)
     # The blue: deep overhead, pale at the horizon, of any brightness from dim to hazy.

@@ -21,7 +21,7 @@ from keras_derain.data.images import (
     natural_key,
 )
 from keras_derain.data import raindrops
-from keras_derain.data.sky import check_sky_fraction, cloudy_sky
+from keras_derain.data.sky import STORM_SHARE, check_sky_fraction, cloudy_sky
 
 BUILTIN_FOLDER = Path(__file__).resolve().parent / "builtin"
 # The whole photo, as small as the drops need it: they show it minified.
@@ -107,6 +107,8 @@ def synthetic_dataset(
     lens_options=None,
     lens_reference_side=None,
     sky_fraction=0.0,
+    storm_share=None,
+    lens_storm_share=None,
 ):
     """A ``tf.data.Dataset`` of ``(rainy, clean)`` batches with raindrops rendered on the fly.
 
@@ -154,6 +156,12 @@ def synthetic_dataset(
             crops carry drops or stay dry like the others, so the model learns
             that clouds are not drops. 0 (the default) leaves the photos as
             they are.
+        storm_share: share of the skies that are storms (grey clouds against
+            a sky burnt out to white), in ``[0, 1]``; ``None``:
+            ``keras_derain.data.sky.STORM_SHARE``.
+        lens_storm_share: the same for the lens batches' skies (``None``: as
+            ``storm_share``). With 0 for ``storm_share``, only the lens batches
+            see storms.
         return_mask: also yield the renderer's exact drop mask,
             ``(rainy, clean, mask)`` with mask ``[batch, crop, crop, 1]`` in [0, 1]
             (0 exactly where rainy == clean), to supervise a mask head.
@@ -185,6 +193,10 @@ def synthetic_dataset(
     elif not lens_reference_side > 0:
         raise ValueError(f"lens_reference_side must be a positive number of pixels, got {lens_reference_side!r}")
     check_sky_fraction(sky_fraction)
+    storm_share = STORM_SHARE if storm_share is None else storm_share
+    lens_storm_share = storm_share if lens_storm_share is None else lens_storm_share
+    check_sky_fraction(storm_share, "storm_share")
+    check_sky_fraction(lens_storm_share, "lens_storm_share")
     options = _resolve_options(raindrop_options)
     lens_style = _resolve_options(lens_options, base="lens")
     paths = [str(path) for path in clean_image_paths(clean_source)]
@@ -220,13 +232,16 @@ def synthetic_dataset(
         # One render per batch; its seed comes from the batch's first element,
         # folded so it does not repeat that element's crop seed.
         drop_seed = tf.random.experimental.stateless_fold_in(batch_seeds[0], 1)
+        style_draw = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(batch_seeds[0], 2))
+        lens_batch = style_draw < lens_fraction
         if sky_fraction > 0.0:
-            clean = cloudy_sky(clean, tf.random.experimental.stateless_fold_in(batch_seeds[0], 3), sky_fraction)
+            storms = tf.where(lens_batch, lens_storm_share, storm_share)
+            clean = cloudy_sky(clean, tf.random.experimental.stateless_fold_in(batch_seeds[0], 3), sky_fraction,
+                               storm_share=storms)
         arguments = (clean, environment, window, drop_seed)
         if lens_fraction > 0.0:
-            style_draw = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(batch_seeds[0], 2))
             rainy, mask = tf.cond(
-                style_draw < lens_fraction,
+                lens_batch,
                 lambda: render(lens_style, lens_reference_side, *arguments),
                 lambda: render(options, reference_side, *arguments),
             )
