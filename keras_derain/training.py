@@ -476,12 +476,8 @@ def build_data(config, data=None, val=None, clean_dir=None, *, real_fraction=Non
             flag = "--" + name.replace("_", "-")
             raise ValueError(f"{flag} must be a whole number of pixels, at least 32, got {side!r}")
         rendering[name] = side
-    if sky_fraction is not None:
-        from keras_derain.data.sky import check_sky_fraction
-
-        check_sky_fraction(sky_fraction, "--sky-fraction")
-        rendering["sky_fraction"] = sky_fraction
-    for name, share in (("storm_share", storm_share), ("lens_storm_share", lens_storm_share)):
+    skies = {"sky_fraction": sky_fraction, "storm_share": storm_share, "lens_storm_share": lens_storm_share}
+    for name, share in skies.items():
         if share is not None:
             from keras_derain.data.sky import check_sky_fraction
 
