@@ -100,12 +100,14 @@ DRY_BAR_DB = 38.0  # issue #12: a dry photo comes out within this PSNR of itself
 MARGIN_DB = 0.5  # how far under the default a named, dry-safe built-in may score on each real set
 
 
-def verdict(candidate, default):
+def verdict(candidate, default, rule="higher-builtin"):
     """Apply the shipping rule to two score rows; returns ``("default" | "dry-safe" | "none", reasons)``.
 
     - ``"default"``: the candidate beats ``default`` on both real sets (mean PSNR-Y), keeps SSIM-Y
-      above the input on each Raindrop pair and on the lens pairs, and its built-in dry minimum is
-      higher.
+      above the input on each Raindrop pair and on the lens pairs, and, by ``rule``:
+      ``"higher-builtin"`` (sessions 16-26), its built-in dry minimum is higher than ``default``'s;
+      ``"bars"`` (session 27), every dry group is at the 38 dB bar or over it and **none** of the 100
+      lens clean frames is under it (issue #12's own dry bar; a row without them fails).
     - ``"dry-safe"``: else, if it meets the dry bar on all three dry groups, keeps SSIM-Y above the
       input as above, and scores within ``MARGIN_DB`` of ``default`` on both real sets.
     - ``"none"``: otherwise.
@@ -126,7 +128,15 @@ def verdict(candidate, default):
     reasons.append("SSIM-Y above the input on each Raindrop pair and on lens: " + ("yes" if ssim_ok else "no"))
     reasons.append("dry minima: " + " / ".join(f"{name} {value:.1f}" for name, value in dry.items())
                    + f" dB (default's built-in {default['dry_builtin']['min']:.1f})")
-    if all(gain > 0 for gain in gains.values()) and ssim_ok and dry["builtin"] > default["dry_builtin"]["min"]:
+    if rule == "bars":
+        every = candidate.get("dry_lens_all", {"under_bar": None})["under_bar"]
+        reasons.append(f"all 100 lens clean frames: {every} under the bar")
+        dry_ok = every == 0 and all(value >= DRY_BAR_DB for value in dry.values())
+    elif rule == "higher-builtin":
+        dry_ok = dry["builtin"] > default["dry_builtin"]["min"]
+    else:
+        raise ValueError(f"rule must be 'higher-builtin' or 'bars', got {rule!r}")
+    if all(gain > 0 for gain in gains.values()) and ssim_ok and dry_ok:
         return "default", reasons
     if (all(value >= DRY_BAR_DB for value in dry.values()) and ssim_ok
             and all(gain >= -MARGIN_DB for gain in gains.values())):
@@ -145,6 +155,8 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, required=True, help="JSON-lines cache of the scores")
     parser.add_argument("--judge", action="store_true",
                         help="apply the shipping rule to the last model against the first (see verdict())")
+    parser.add_argument("--rule", choices=("higher-builtin", "bars"), default="higher-builtin",
+                        help="the default slot's dry clause (see verdict()); bars: session 27's rule")
     args = parser.parse_args(argv)
     if args.judge and len(args.models) < 2:
         parser.error("--judge needs two models: the shipped default first, the candidate last")
@@ -169,7 +181,7 @@ def main(argv=None):
     for model in args.models:
         print(line(done[str(model)]))
     if args.judge:
-        name, reasons = verdict(done[str(args.models[-1])], done[str(args.models[0])])
+        name, reasons = verdict(done[str(args.models[-1])], done[str(args.models[0])], rule=args.rule)
         print(f"\nverdict for {args.models[-1]}: {name}")
         for reason in reasons:
             print(f"- {reason}")

@@ -94,6 +94,21 @@ def test_a_higher_score_without_a_higher_builtin_dry_minimum_is_not_the_default(
     assert verdict(row(window=20.80, lens=14.00, builtin=27.9), DEFAULT)[0] == "none"
 
 
+def test_the_bars_rule_asks_every_lens_clean_frame_over_the_bar_not_a_higher_builtin_minimum():
+    better = dict(window=20.80, lens=14.00, window_dry=90.0, lens_dry=45.0)
+    clear = {**row(**better, builtin=48.0), "dry_lens_all": {"min": 39.9, "under_bar": 0}}
+    assert verdict(clear, DEFAULT)[0] == "default"  # 48.0 > 27.9, so the old rule agrees here
+    assert verdict(clear, {**DEFAULT, "dry_builtin": {"min": 50.4}})[0] != "default"  # W10's case, old rule
+    assert verdict(clear, {**DEFAULT, "dry_builtin": {"min": 50.4}}, rule="bars")[0] == "default"
+    one_under = {**clear, "dry_lens_all": {"min": 37.1, "under_bar": 1}}
+    assert verdict(one_under, DEFAULT, rule="bars")[0] != "default"
+    assert verdict(row(**better, builtin=48.0), DEFAULT, rule="bars")[0] != "default"  # no count of the 100: fails
+    low_builtin = {**row(**better, builtin=37.0), "dry_lens_all": {"min": 39.9, "under_bar": 0}}
+    assert verdict(low_builtin, DEFAULT, rule="bars")[0] != "default"
+    with pytest.raises(ValueError, match="rule"):
+        verdict(clear, DEFAULT, rule="lenient")
+
+
 @pytest.mark.parametrize("change", [
     {"lens_dry": 37.9},                         # one dry group under the 38 dB bar
     {"window": 20.72 - 0.51},                   # more than 0.5 dB under the default on the Raindrop pairs
