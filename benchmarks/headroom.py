@@ -16,7 +16,11 @@ For each real pair it reports PSNR-Y (official protocol, `keras_derain.metrics.p
   everything that rule calls a drop;
 - ``oracle_model``: the clean pixels pasted in under the generator's predicted drop mask: what the
   model would score if it repaired perfectly what it detects;
-- ``model``: the generator itself.
+- ``model``: the generator itself;
+- ``right_masked`` / ``right_shift``: the share of the frame where the rainy Y is already within
+  ``RIGHT_LEVELS`` of the clean Y but the model's mask is over ``0.2``, and the model's mean Y change
+  there (negative: it darkens pixels that were right); ``keep_right``: the model's PSNR-Y with those
+  pixels left as they were, which says what that false repair costs.
 
 Every oracle uses the clean image, so none is a method: they say where the headroom is. ``model``
 against ``oracle_model`` splits what is left between detection (the mask) and repair (inside it).
@@ -102,6 +106,30 @@ def pasted(rainy, clean, mask):
     return np.round(mask * clean + (1.0 - mask) * rainy).astype(np.uint8)
 
 
+RIGHT_LEVELS = 4.0  # a rainy Y within this many levels of the clean Y needs no repair
+MASKED = 0.2  # a model mask over this counts as marked for repair
+
+
+def false_repair(rainy, clean, derained, model_mask):
+    """Where the model repairs pixels that were already right: ``(share, mean Y change, kept)``.
+
+    ``share`` is the fraction of pixels whose rainy Y is within ``RIGHT_LEVELS`` of the clean Y and whose
+    ``model_mask`` (HxWx1 in [0, 1]) is over ``MASKED``; ``mean Y change`` is the derained Y minus the rainy
+    Y there (nan if none); ``kept`` is ``derained`` with those pixels put back to ``rainy``.
+
+    >>> import numpy as np
+    >>> rainy = np.full((2, 2, 3), 100, np.uint8); clean = rainy.copy(); clean[0, 0] = 200
+    >>> derained = rainy - 10; mask = np.ones((2, 2, 1))
+    >>> share, shift, kept = false_repair(rainy, clean, derained, mask)
+    >>> round(share, 2), round(shift, 1), int(kept[0, 0, 0]), int(kept[1, 1, 0])
+    (0.75, -10.0, 90, 100)
+    """
+    rainy_y, clean_y, derained_y = luma(rainy), luma(clean), luma(derained)
+    right = (np.abs(rainy_y - clean_y) < RIGHT_LEVELS) & (model_mask[..., 0] > MASKED)
+    shift = float(np.mean(derained_y[right] - rainy_y[right])) if right.any() else float("nan")
+    return float(right.mean()), shift, np.where(right[..., None], rainy, derained)
+
+
 def headroom(pair, derainer, masker):
     import tensorflow as tf
 
@@ -114,6 +142,8 @@ def headroom(pair, derainer, masker):
     as_signed = lambda image: tf.constant(image / 127.5 - 1.0, tf.float32)  # noqa: E731
     real_mask = difference_mask(as_signed(rainy), as_signed(clean)).numpy()
     model_mask = masker.derain(rainy)[..., :1] / 255.0
+    derained = derainer.derain(rainy)
+    right_masked, right_shift, kept = false_repair(rainy, clean, derained, model_mask)
     return {
         "pair": Path(pair[0]).name,
         "input": float(psnr(rainy, clean, 255, y_channel=True)),
@@ -123,9 +153,12 @@ def headroom(pair, derainer, masker):
         "affine8": psnr_luma(local_affine_fit(rainy_y, clean_y), clean_y),
         "oracle_diff": float(psnr(pasted(rainy, clean, real_mask), clean, 255, y_channel=True)),
         "oracle_model": float(psnr(pasted(rainy, clean, model_mask), clean, 255, y_channel=True)),
-        "model": float(psnr(derainer.derain(rainy), clean, 255, y_channel=True)),
+        "model": float(psnr(derained, clean, 255, y_channel=True)),
+        "keep_right": float(psnr(kept, clean, 255, y_channel=True)),
         "diff_mask_cover": float(real_mask.mean()),
         "model_mask_cover": float(model_mask.mean()),
+        "right_masked": right_masked,
+        "right_shift": right_shift,
     }
 
 
@@ -141,7 +174,8 @@ def main(argv=None):
 
     derainer, masker = Derainer(args.model), Derainer(args.model, output="mask")
     rows = [headroom(pair, derainer, masker) for pair in find_pairs(args.pairs)[: args.limit]]
-    keys = ("input", "affine", "filter7", "additive8", "affine8", "oracle_diff", "oracle_model", "model", "diff_mask_cover", "model_mask_cover")
+    keys = ("input", "affine", "filter7", "additive8", "affine8", "oracle_diff", "oracle_model", "model", "keep_right", "diff_mask_cover",
+            "model_mask_cover", "right_masked", "right_shift")
     print("| pair | " + " | ".join(keys) + " |")
     print("| --- " * (len(keys) + 1) + "|")
     for row in rows + [{"pair": "mean", **{key: float(np.mean([r[key] for r in rows])) for key in keys}}]:
