@@ -174,8 +174,8 @@ def main(argv=None):
 
     derainer, masker = Derainer(args.model), Derainer(args.model, output="mask")
     rows = [headroom(pair, derainer, masker) for pair in find_pairs(args.pairs)[: args.limit]]
-    keys = ("input", "affine", "filter7", "additive8", "affine8", "oracle_diff", "oracle_model", "model", "keep_right", "diff_mask_cover",
-            "model_mask_cover", "right_masked", "right_shift")
+    keys = ("input", "affine", "filter7", "additive8", "affine8", "oracle_diff", "oracle_model", "model",
+            "keep_right", "diff_mask_cover", "model_mask_cover", "right_masked", "right_shift")
     print("| pair | " + " | ".join(keys) + " |")
     print("| --- " * (len(keys) + 1) + "|")
     for row in rows + [{"pair": "mean", **{key: float(np.mean([r[key] for r in rows])) for key in keys}}]:
