@@ -81,6 +81,8 @@ def parse_args(argv=None):
         ("--fft-weight", float, "weight of the L1 distance of the Fourier transforms"),
         ("--mask-weight", float, "weight of the drop-mask BCE (generators with a mask head)"),
         ("--nce-weight", float, "weight of PatchNCE, the contrastive loss on the discriminator's features"),
+        ("--ungated-weight", float, "weight of the Charbonnier term on rainy + correction, the restoration "
+         "generator's correction applied without its mask (so a soft or false mask does little harm)"),
         ("--ema-momentum", float, "keep an exponential moving average of the generator's weights with this "
          "momentum (e.g. 0.999) and validate and save it; 0: off"),
     ]:

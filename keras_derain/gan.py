@@ -13,7 +13,7 @@ from keras_derain import losses
 from keras_derain.metrics import PSNR, SSIM
 
 # Restoration terms that compile() can weigh in, each with its tracker "g_NAME".
-RESTORATION_TERMS = ("charbonnier", "ssim", "fft", "mask", "nce")
+RESTORATION_TERMS = ("charbonnier", "ssim", "fft", "mask", "nce", "ungated")
 # The discriminator layer whose features PatchNCE compares (stride 4 in the PatchGAN).
 NCE_LAYER = "block_2_lrelu"
 
@@ -135,6 +135,7 @@ class DerainGAN(keras.Model):
         fft_weight=0.0,
         mask_weight=0.0,
         nce_weight=0.0,
+        ungated_weight=0.0,
         **kwargs,
     ):
         """Set the two optimizers, the losses and the discriminator penalties.
@@ -159,6 +160,11 @@ class DerainGAN(keras.Model):
                 weights of the restoration terms in `keras_derain.losses` (0: off).
                 ``nce_weight`` compares the discriminator's ``block_2_lrelu``
                 features (a PatchGAN's).
+            ungated_weight: weight of the Charbonnier term on the ungated output,
+                ``rainy + correction`` against the clean image
+                (`keras_derain.models.restoration.ungated_model`; mask-gated
+                generators only): it makes the correction right where the mask
+                is off, so a soft or false mask does little harm (0: off).
         """
         # No optimizer of Keras' own: ours are the two below (Keras would add an unused RMSprop).
         super().compile(optimizer=None, **kwargs)
@@ -170,7 +176,7 @@ class DerainGAN(keras.Model):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
         weights = {"charbonnier": charbonnier_weight, "ssim": ssim_weight, "fft": fft_weight,
-                   "mask": mask_weight, "nce": nce_weight}
+                   "mask": mask_weight, "nce": nce_weight, "ungated": ungated_weight}
         for name, value in (("l1_weight", l1_weight), ("adversarial_weight", adversarial_weight),
                             *((f"{term}_weight", weight) for term, weight in weights.items())):
             if not value >= 0:
@@ -181,6 +187,11 @@ class DerainGAN(keras.Model):
             self.nce_features = keras.Model(
                 self.discriminator.inputs, self.discriminator.get_layer(NCE_LAYER).output, name="nce_features"
             )
+        self.with_ungated = None
+        if ungated_weight > 0:
+            from keras_derain.models.restoration import ungated_model
+
+            self.with_ungated = ungated_model(self.generator)  # ValueError without a mask-gated correction
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
         # Build the optimizer states now, so that weights restored before the first
@@ -251,8 +262,11 @@ class DerainGAN(keras.Model):
         l1 = tf.reduce_mean(tf.abs(tf.cast(clean, tf.float32) - tf.cast(generated, tf.float32)))
         return self.adversarial_weight * adversarial + self.l1_weight * l1, adversarial, l1
 
-    def restoration_terms(self, rainy, clean, generated, target_mask=None, predicted_mask=None):
-        """The compiled restoration terms, unweighted: ``{term: loss}`` (the mask term needs both masks)."""
+    def restoration_terms(self, rainy, clean, generated, target_mask=None, predicted_mask=None, ungated=None):
+        """The compiled restoration terms, unweighted: ``{term: loss}``.
+
+        The mask term needs both masks, the ungated term the ungated output.
+        """
         terms = {}
         if "charbonnier" in self.term_weights:
             terms["charbonnier"] = losses.charbonnier(clean, generated)
@@ -269,18 +283,22 @@ class DerainGAN(keras.Model):
                 self.nce_features([rainy, rainy], training=True),
                 seed=self.seed_generator,
             )
+        if "ungated" in self.term_weights and ungated is not None:
+            terms["ungated"] = losses.charbonnier(clean, ungated)
         return terms
 
     def _generate(self, rainy, training):
-        """The generated image and, with a mask head, the predicted mask (else None)."""
+        """The generated image, the predicted mask and the ungated output (each None when not needed)."""
+        if self.with_ungated is not None:
+            return tuple(self.with_ungated(rainy, training=training))
         if self.with_mask is not None:
             generated, mask = self.with_mask(rainy, training=training)
-            return generated, mask
-        return self.generator(rainy, training=training), None
+            return generated, mask, None
+        return self.generator(rainy, training=training), None, None
 
-    def _total_generator_loss(self, rainy, clean, generated, fake_logits, target_mask, predicted_mask):
+    def _total_generator_loss(self, rainy, clean, generated, fake_logits, target_mask, predicted_mask, ungated=None):
         g_loss, g_adv, g_l1 = self.generator_losses(clean, generated, fake_logits)
-        terms = self.restoration_terms(rainy, clean, generated, target_mask, predicted_mask)
+        terms = self.restoration_terms(rainy, clean, generated, target_mask, predicted_mask, ungated)
         for term, value in terms.items():
             g_loss = g_loss + self.term_weights[term] * value
         return g_loss, g_adv, g_l1, terms
@@ -307,12 +325,12 @@ class DerainGAN(keras.Model):
         rainy, clean = data[0], data[1]
         target_mask = data[2] if len(data) > 2 else None
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            generated, predicted_mask = self._generate(rainy, training=True)
+            generated, predicted_mask, ungated = self._generate(rainy, training=True)
             real_logits = self.discriminator([rainy, clean], training=True)
             fake_logits = self.discriminator([rainy, generated], training=True)
             d_loss = self.discriminator_loss(real_logits, fake_logits)
             g_loss, g_adv, g_l1, terms = self._total_generator_loss(
-                rainy, clean, generated, fake_logits, target_mask, predicted_mask
+                rainy, clean, generated, fake_logits, target_mask, predicted_mask, ungated
             )
             d_scaled = self._scaled(self.d_optimizer, d_loss)
             g_scaled = self._scaled(self.g_optimizer, g_loss)
@@ -328,10 +346,10 @@ class DerainGAN(keras.Model):
         )
         for _ in range(self.g_steps - 1):
             with tf.GradientTape() as g_tape:
-                generated, predicted_mask = self._generate(rainy, training=True)
+                generated, predicted_mask, ungated = self._generate(rainy, training=True)
                 fake_logits = self.discriminator([rainy, generated], training=True)
                 g_loss, g_adv, g_l1, terms = self._total_generator_loss(
-                    rainy, clean, generated, fake_logits, target_mask, predicted_mask
+                    rainy, clean, generated, fake_logits, target_mask, predicted_mask, ungated
                 )
                 g_scaled = self._scaled(self.g_optimizer, g_loss)
             g_gradients = g_tape.gradient(g_scaled, self.generator.trainable_variables)

@@ -2,7 +2,8 @@
 
 Images are float tensors in ``[-1, 1]``, NHWC, as the generators produce them.
 `DerainGAN` weighs each by a flag (``--charbonnier-weight``, ``--ssim-weight``,
-``--fft-weight``, ``--mask-weight``, ``--nce-weight`` in ``train.py``).
+``--fft-weight``, ``--mask-weight``, ``--nce-weight``, ``--ungated-weight`` in ``train.py``;
+the last is :func:`charbonnier` on the restoration generator's ungated output).
 
 - :func:`charbonnier`: a smooth L1 (MPRNet, and most restoration networks).
 - :func:`ssim_loss`: ``1 - SSIM`` on RGB (Hao et al. 2019 train with 0.3 of it).

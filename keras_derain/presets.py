@@ -71,6 +71,7 @@ LOSS_WEIGHTS = {
     "fft_weight": 0.0,
     "mask_weight": 0.0,
     "nce_weight": 0.0,
+    "ungated_weight": 0.0,
 }
 for _preset in PRESETS.values():
     _preset.update(LOSS_WEIGHTS)
@@ -107,6 +108,7 @@ PRESETS["restoration"] = {
     "fft_weight": 10.0,
     "mask_weight": 20.0,
     "nce_weight": 0.0,
+    "ungated_weight": 0.0,
     "ema_momentum": 0.0,
     "affine": False,
     "global_head": False,

@@ -86,7 +86,7 @@ def check_config(config):
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {config[name]!r}")
     if not 0.0 <= config["label_flip"] <= 0.5:
         raise ValueError(f"--label-flip must be in [0, 0.5], got {config['label_flip']!r}")
-    for name in ("affine", "global_head"):
+    for name in ("affine", "global_head", "ungated_weight"):
         if config.get(name, False) and config["arch"] != "restoration":
             raise ValueError(f"--{name.replace('_', '-')} is an option of --arch restoration, not {config['arch']}")
     train_only = config.get("train_only")

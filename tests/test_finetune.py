@@ -143,6 +143,9 @@ def test_a_flag_that_contradicts_the_init_file_fails(tiny_generator, tmp_path, c
         (["--data", "x", "--real-fraction", "0"], "error: --real-fraction must be in (0, 1]"),
         (["--lens-fraction", "2"], "error: --lens-fraction must be in [0, 1]"),
         (["--patience", "0"], "error: --patience must be a positive integer"),
+        (["--arch", "pix2pix", "--ungated-weight", "1"],
+         "error: --ungated-weight is an option of --arch restoration, not pix2pix"),
+        (["--arch", "restoration", "--ungated-weight", "-1"], "error: --ungated-weight must be >= 0, got -1.0"),
     ],
 )
 def test_bad_finetune_flags_fail_in_one_line(tmp_path, capsys, argv, message):

@@ -15,6 +15,7 @@ from keras_derain.models import (
     pix2pix_generator,
     required_multiple,
     restoration_generator,
+    ungated_model,
 )
 
 SIZE = 32
@@ -271,3 +272,49 @@ def test_global_head_starts_as_the_identity_and_adds_one_gain_and_offset_per_pho
     generator.get_layer("mask_logits").bias.assign([-30.0])  # a dry photo (mask 0) passes through
     np.testing.assert_allclose(generator(rainy).numpy(), rainy, atol=1e-6)
     assert "global_gain" not in {layer.name for layer in tiny_generator().layers}
+
+
+def test_ungated_model_is_the_correction_without_its_mask():
+    generator = perturbed_generator()
+    rainy = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    derained, mask, ungated = (output.numpy() for output in ungated_model(generator)(rainy))
+    correction = ungated - rainy
+    assert np.abs(correction).max() > 0.01
+    np.testing.assert_allclose(np.clip(rainy + mask * correction, -1, 1), derained, atol=1e-5)
+    with pytest.raises(ValueError, match="gated_correction"):
+        ungated_model(pix2pix_generator(base_channels=4, depth=5))
+
+
+def _dry_error_after_training(ungated_weight):
+    """|rainy + correction - clean| on the dry pixels of drop_pairs after a short training, and the logs."""
+    rainy, clean, mask = drop_pairs()
+    generator = tiny_generator()
+    keras.utils.set_random_seed(0)
+    gan = DerainGAN(generator, pix2pix_discriminator(base_channels=4, n_layers=2), seed=0)
+    gan.compile(keras.optimizers.Adam(3e-3), keras.optimizers.Adam(1e-4), adversarial_weight=0.0,
+                charbonnier_weight=1.0, mask_weight=1.0, ungated_weight=ungated_weight)
+    logs = gan.fit(tf.data.Dataset.from_tensors((rainy, clean, mask)).repeat(), epochs=1, steps_per_epoch=120,
+                   verbose=0).history
+    ungated = ungated_model(generator)(rainy)[2].numpy()
+    dry = np.broadcast_to(mask == 0, ungated.shape)
+    return float(np.abs(ungated - clean)[dry].mean()), logs
+
+
+def test_ungated_term_makes_the_correction_right_where_there_is_no_drop():
+    without, logs_without = _dry_error_after_training(0.0)
+    with_term, logs_with = _dry_error_after_training(1.0)
+    assert "g_ungated" in logs_with and "g_ungated" not in logs_without
+    assert with_term < 0.5 * without, (with_term, without)
+
+
+def test_ungated_term_is_the_charbonnier_of_the_ungated_output():
+    rainy, clean, _ = drop_pairs(count=2)
+    gan = DerainGAN(tiny_generator(), pix2pix_discriminator(base_channels=4, n_layers=2))
+    gan.compile(keras.optimizers.Adam(), keras.optimizers.Adam(), ungated_weight=2.0)
+    ungated = rainy + 0.25
+    terms = gan.restoration_terms(rainy, clean, rainy, ungated=ungated)
+    hand = np.mean(np.sqrt((clean - ungated) ** 2 + 1e-3**2))
+    np.testing.assert_allclose(float(terms["ungated"]), hand, rtol=1e-5)
+    with pytest.raises(ValueError, match="gated_correction"):
+        plain = DerainGAN(pix2pix_generator(base_channels=4, depth=5), pix2pix_discriminator(base_channels=4, n_layers=2))
+        plain.compile(keras.optimizers.Adam(), keras.optimizers.Adam(), ungated_weight=1.0)

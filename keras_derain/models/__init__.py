@@ -7,7 +7,7 @@ custom objects.
 
 from keras_derain.models.cgan import cgan_discriminator, cgan_generator
 from keras_derain.models.precision import float32_copy
-from keras_derain.models.restoration import has_mask, mask_model, restoration_generator
+from keras_derain.models.restoration import has_mask, mask_model, restoration_generator, ungated_model
 from keras_derain.models.pix2pix import (
     patchgan_receptive_field,
     pix2pix_discriminator,
@@ -25,5 +25,6 @@ __all__ = [
     "float32_copy",
     "restoration_generator",
     "mask_model",
+    "ungated_model",
     "has_mask",
 ]

@@ -38,6 +38,8 @@ import keras
 
 MASK_LAYER = "drop_mask"
 GAIN_LAYER = "correction_gain"
+# The mask times the correction; its second input is the correction itself (ungated).
+GATED_LAYER = "gated_correction"
 # The global head's layers all start with this; ``train.py --train-only global_`` fits it alone.
 GLOBAL_PREFIX = "global_"
 GLOBAL_LAYER = "global_gain"
@@ -167,7 +169,7 @@ def restoration_generator(base_channels=16, depth=4, blocks=1, affine=False, glo
         gained = keras.layers.Multiply(name=f"{GLOBAL_PREFIX}gained_rainy")([global_gain, rainy])
         correction = keras.layers.Add(name=f"{GLOBAL_PREFIX}correction")([correction, gained, global_offset])
     mask3 = keras.layers.Concatenate(name="mask_rgb")([mask, mask, mask])
-    gated = keras.layers.Multiply(name="gated_correction")([mask3, correction])
+    gated = keras.layers.Multiply(name=GATED_LAYER)([mask3, correction])
     derained = keras.layers.Add(name="residual")([rainy, gated])
     derained = keras.layers.Activation("hard_tanh", name="derained", dtype="float32")(derained)
     return keras.Model(rainy, derained, name=name)
@@ -205,6 +207,34 @@ def mask_model(generator):
     return keras.Model(
         generator.input, [generator.outputs[0], generator.get_layer(MASK_LAYER).output],
         name=f"{generator.name}_with_mask",
+    )
+
+
+def ungated_model(generator):
+    """A model ``rainy -> (derained, mask, rainy + correction)`` sharing the generator's weights.
+
+    The third output is the correction applied in full, as if the mask were 1
+    everywhere. The blend ``rainy + mask * correction`` leaves the correction
+    free wherever the mask is near 0, so a soft or false mask applies part of a
+    drop's correction to pixels that were right; `DerainGAN`'s ``ungated_weight``
+    supervises this output against the clean image too, so the correction is
+    right where there is no drop.
+
+    Raises:
+        ValueError: the generator has no mask-gated correction.
+
+    Example:
+        >>> generator = restoration_generator(base_channels=4, depth=2)
+        >>> [tuple(output.shape) for output in ungated_model(generator).outputs]
+        [(None, None, None, 3), (None, None, None, 1), (None, None, None, 3)]
+    """
+    if not has_mask(generator) or not any(layer.name == GATED_LAYER for layer in generator.layers):
+        raise ValueError(f"generator {generator.name!r} has no mask-gated correction (no '{GATED_LAYER}' layer)")
+    correction = generator.get_layer(GATED_LAYER).input[1]
+    ungated = keras.layers.Add(name="ungated", dtype="float32")([generator.input, correction])
+    return keras.Model(
+        generator.input, [generator.outputs[0], generator.get_layer(MASK_LAYER).output, ungated],
+        name=f"{generator.name}_ungated",
     )
 
 
