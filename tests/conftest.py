@@ -1,5 +1,6 @@
 """Shared test helpers: tiny image folders, and the optional ../shared data."""
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,14 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))  # train.py and export.py live at the top of the repository
+
+
+def benchmark_module(name):
+    """``benchmarks/NAME.py`` imported as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

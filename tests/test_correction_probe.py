@@ -1,19 +1,12 @@
 """benchmarks/correction_probe.py: the correction head binned by the drop mask."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import benchmark_module
 
 
 def _probe():
-    spec = importlib.util.spec_from_file_location("correction_probe", REPO / "benchmarks" / "correction_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("correction_probe")
 
 
 def test_correction_by_mask_bins_shares_means_and_right_pixels():

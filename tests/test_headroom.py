@@ -1,18 +1,11 @@
 """benchmarks/headroom.py: where a model repairs pixels that were already right (`false_repair`)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import benchmark_module
 
 
 def _headroom():
-    spec = importlib.util.spec_from_file_location("headroom", REPO / "benchmarks" / "headroom.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("headroom")
 
 
 def test_false_repair_counts_right_pixels_under_the_mask_and_puts_them_back():

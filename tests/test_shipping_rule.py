@@ -1,23 +1,11 @@
 """The shipping rule of benchmarks/results/restoration.md: its candidate (`average_checkpoints.py`) and its verdict
 (`score_checkpoints.verdict`)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from conftest import REPO, benchmark_module
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-verdict = _script("score_checkpoints").verdict
-average_checkpoints = _script("average_checkpoints")
+verdict = benchmark_module("score_checkpoints").verdict
+average_checkpoints = benchmark_module("average_checkpoints")
 
 
 def _save_random_generator(path, seed):
@@ -131,7 +119,7 @@ def test_ssim_under_the_input_also_blocks_the_default():
 def test_dry_scores_count_the_photos_under_the_bar_and_the_table_shows_all_lens_frames():
     import numpy as np
 
-    module = _script("score_checkpoints")
+    module = benchmark_module("score_checkpoints")
     photos = sorted((REPO / "keras_derain" / "data" / "builtin").glob("*.jpg"))[:2]
 
     class Shifts:  # brightens the first photo by 10 levels (PSNR 28.1 dB), passes the second through
