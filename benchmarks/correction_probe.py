@@ -20,7 +20,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RIGHT_LEVELS = 4.0
+from headroom import RIGHT_LEVELS  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 EDGES = (0.0, 0.05, 0.2, 0.5, 1.0)
 
 
@@ -51,42 +52,36 @@ def correction_by_mask(correction_y, mask, rainy_y, clean_y, edges=EDGES):
     return rows
 
 
-def correction_model(generator):
-    """A model ``rainy -> (correction, mask)`` sharing a mask-gated generator's weights."""
-    import keras
-
-    from keras_derain.models.restoration import MASK_LAYER
-
-    return keras.Model(generator.input, [generator.get_layer("gated_correction").input[1],
-                                         generator.get_layer(MASK_LAYER).output])
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="restoration", help="a generator with a drop-mask head")
+    parser.add_argument("--model", default="restoration", help="a generator with a mask-gated correction")
     parser.add_argument("--pairs", default=str(ROOT.parent / "shared" / "data" / "raindrop_real"))
     args = parser.parse_args(argv)
 
+    import tensorflow as tf
     from PIL import Image
 
+    from keras_derain.data import DatasetError, find_pairs
     from keras_derain.export import load_generator
+    from keras_derain.metrics import rgb_to_y
+    from keras_derain.models import ungated_model
 
-    pairs = Path(args.pairs)
-    rainy_files = sorted((pairs / "data").glob("*_rain.png"))
-    if not rainy_files:
-        parser.error(f"--pairs: no data/*_rain.png in {pairs}")
-    probe = correction_model(load_generator(args.model))
-    weights = np.array([0.299, 0.587, 0.114])
+    try:
+        pairs = find_pairs(args.pairs)
+    except DatasetError as error:
+        parser.error(f"--pairs: {error}")
+    probe = ungated_model(load_generator(args.model))
+    luma = lambda image: rgb_to_y(tf.constant(image)).numpy()[..., 0]  # noqa: E731  (unrounded: signed changes)
     print("| pair | mask bin | share | correction (Y levels) | on right pixels | right share | needed |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for rainy_file in rainy_files:
-        clean_file = pairs / "gt" / rainy_file.name.replace("_rain", "_clean")
+    for rainy_file, clean_file in pairs:
         rainy = np.asarray(Image.open(rainy_file).convert("RGB"), np.float32)
         clean = np.asarray(Image.open(clean_file).convert("RGB"), np.float32)
         height, width = (rainy.shape[0] // 32) * 32, (rainy.shape[1] // 32) * 32  # the generator's multiple
         rainy, clean = rainy[:height, :width], clean[:height, :width]
-        correction, mask = probe.predict(rainy[None] / 127.5 - 1.0, verbose=0)
-        rows = correction_by_mask(correction[0] * 127.5 @ weights, mask[0, ..., 0], rainy @ weights, clean @ weights)
+        _, mask, ungated = probe.predict(rainy[None] / 127.5 - 1.0, verbose=0)
+        correction = (ungated[0] + 1.0) * 127.5 - rainy  # rainy + correction, back in levels, minus rainy
+        rows = correction_by_mask(luma(correction), mask[0, ..., 0], luma(rainy), luma(clean))
         for low, high, share, corr, corr_right, right_share, needed in rows:
             print(f"| {rainy_file.name} | {low:.2f}-{high:.2f} | {share:.3f} | {corr:+.1f} | {corr_right:+.1f} | "
                   f"{right_share:.3f} | {needed:+.1f} |")

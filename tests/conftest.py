@@ -17,7 +17,13 @@ sys.path.insert(0, str(REPO))  # train.py and export.py live at the top of the r
 
 
 def benchmark_module(name):
-    """``benchmarks/NAME.py`` imported as a module (the benchmarks are scripts, not a package)."""
+    """``benchmarks/NAME.py`` imported as a module (the benchmarks are scripts, not a package).
+
+    ``benchmarks/`` goes on ``sys.path``, as it is for a script run from there, so a
+    benchmark can import another (``from headroom import RIGHT_LEVELS``).
+    """
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.append(str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

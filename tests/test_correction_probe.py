@@ -1,7 +1,6 @@
 """benchmarks/correction_probe.py: the correction head binned by the drop mask."""
 
 import numpy as np
-import pytest
 from conftest import benchmark_module
 
 
@@ -22,18 +21,3 @@ def test_correction_by_mask_bins_shares_means_and_right_pixels():
     assert rows[1][4] == -4.0 and rows[1][5] == 0.25          # the right pixel under a partial mask
     assert np.isnan(rows[3][4]) and rows[3][5] == 0.0          # no right pixel under the full mask
     assert [row[6] for row in rows] == [0.0, 2.0, -10.0, -30.0]
-
-
-def test_correction_model_exposes_the_ungated_correction():
-    pytest.importorskip("keras")
-    from keras_derain.models.restoration import restoration_generator
-
-    probe = _probe()
-    generator = restoration_generator(base_channels=4, depth=2)
-    layer = generator.get_layer("correction")  # zero at initialisation: make it do something
-    layer.set_weights([np.random.default_rng(1).normal(0, 0.3, w.shape).astype("float32") for w in layer.get_weights()])
-    rainy = np.random.default_rng(0).uniform(-1, 1, (1, 32, 32, 3)).astype("float32")
-    correction, mask = probe.correction_model(generator).predict(rainy, verbose=0)
-    derained = generator.predict(rainy, verbose=0)
-    assert np.abs(correction).max() > 0.01
-    np.testing.assert_allclose(np.clip(rainy + mask * correction, -1, 1), derained, atol=1e-5)
