@@ -228,14 +228,11 @@ def ungated_model(generator):
         >>> [tuple(output.shape) for output in ungated_model(generator).outputs]
         [(None, None, None, 3), (None, None, None, 1), (None, None, None, 3)]
     """
-    if not has_mask(generator) or not any(layer.name == GATED_LAYER for layer in generator.layers):
+    if not any(layer.name == GATED_LAYER for layer in generator.layers):
         raise ValueError(f"generator {generator.name!r} has no mask-gated correction (no '{GATED_LAYER}' layer)")
     correction = generator.get_layer(GATED_LAYER).input[1]
     ungated = keras.layers.Add(name="ungated", dtype="float32")([generator.input, correction])
-    return keras.Model(
-        generator.input, [generator.outputs[0], generator.get_layer(MASK_LAYER).output, ungated],
-        name=f"{generator.name}_ungated",
-    )
+    return keras.Model(generator.input, [*mask_model(generator).outputs, ungated], name=f"{generator.name}_ungated")
 
 
 def mask_image_model(generator):
