@@ -1,12 +1,15 @@
-"""Latency of the generators side by side: the shipped Pix2Pix U-Net against the restoration generator.
+"""Latency of generators side by side on a 720x480 photo: by default the shipped `pix2pix` against `default`.
 
 One 720x480 photo (a Raindrop frame), batch 1, float32 on the CPU, each model
 compiled once (`tf.function`) and warmed up; the rounds interleave the models
 so both see the same machine load, and the median of the rounds is reported.
 
+The first model is the baseline of the ratio column. A model is a built-in name
+(`pix2pix`, `default`, `lens`, ...) or a .keras / .npz file.
+
 Usage:
     python benchmarks/bench_generators.py --rounds 15
-    python benchmarks/bench_generators.py --restoration ~/runs/x/generator.keras   # a trained one
+    python benchmarks/bench_generators.py --models pix2pix ~/runs/x/generator.keras   # a trained one
 """
 
 import argparse
@@ -26,7 +29,8 @@ from machine import describe  # noqa: E402  (benchmarks/ is on sys.path when run
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--restoration", type=Path, help="a trained restoration generator (.keras or .npz)")
+    parser.add_argument("--models", nargs="+", default=["pix2pix", "default"],
+                        help="built-in names or .keras / .npz files; the first is the ratio's baseline")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "generators.md")
     args = parser.parse_args(argv)
 
@@ -35,20 +39,16 @@ def main(argv=None):
 
     from keras_derain.compact import load_compact
     from keras_derain.export import PaddedGenerator
-    from keras_derain.inference import default_model_path
-    from keras_derain.models import restoration_generator
+    from keras_derain.inference import model_path
 
     import keras
 
-    shipped = load_compact(default_model_path()) if default_model_path().suffix == ".npz" else \
-        keras.saving.load_model(default_model_path(), compile=False)
-    if args.restoration is None:
-        restoration = restoration_generator()
-    elif args.restoration.suffix == ".npz":
-        restoration = load_compact(args.restoration)
-    else:
-        restoration = keras.saving.load_model(args.restoration, compile=False)
-    models = {"Pix2Pix U-Net (shipped)": shipped, "restoration generator": restoration}
+    def load(model):
+        path = model_path(model)
+        generator = load_compact(path) if path.suffix == ".npz" else keras.saving.load_model(path, compile=False)
+        return f"`{model}`" if not Path(model).exists() else path.name, generator
+
+    models = dict(load(model) for model in args.models)
     photo = tf.constant(np.random.default_rng(0).uniform(-1, 1, (1, 480, 720, 3)).astype("float32"))
     runs = {}
     for name, model in models.items():
@@ -64,14 +64,15 @@ def main(argv=None):
             started = time.perf_counter()
             run(photo).numpy()
             seconds[name].append(time.perf_counter() - started)
-    base = statistics.median(seconds["Pix2Pix U-Net (shipped)"])
+    base = statistics.median(seconds[next(iter(models))])
     lines = [
         "# Generator latency, side by side",
         "",
-        f"`python benchmarks/bench_generators.py --rounds {args.rounds}`: one 720x480 photo, batch 1, float32,",
+        f"`python benchmarks/bench_generators.py --rounds {args.rounds} --models {' '.join(args.models)}`: one 720x480",
+        "photo, batch 1, float32,",
         "`tf.function`, rounds interleaved, median. Machine: " + describe(load=True) + ".",
         "",
-        "| generator | parameters | median s | ratio to the shipped one |",
+        "| generator | parameters | median s | ratio to the first |",
         "| --- | ---: | ---: | ---: |",
     ]
     for name, model in models.items():
