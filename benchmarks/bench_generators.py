@@ -1,6 +1,6 @@
 """Latency of generators side by side on a 720x480 photo: by default the shipped `pix2pix` against `default`.
 
-One 720x480 photo (a Raindrop frame), batch 1, float32 on the CPU, each model
+One 720x480 photo (random pixels), batch 1, float32 on the CPU, each model
 compiled once (`tf.function`) and warmed up; the rounds interleave the models
 so both see the same machine load, and the median of the rounds is reported.
 
