@@ -19,6 +19,8 @@ Usage:
     python benchmarks/sim2real.py --label "v2" --options '{"dry_fraction": 0.1}'
     python benchmarks/sim2real.py --label "v2, no lens batches" --lens-fraction 0
     python benchmarks/sim2real.py --steps 20 --out /tmp/smoke.md   # a smoke test
+    python benchmarks/sim2real.py --label "v1, restoration" --arch restoration --renderer-commit 5781748 \
+        --lens-fraction 0   # an old renderer in a configuration that did not exist at its commit
 
 With ``--options`` the lens-style batches are off unless ``--lens-fraction`` is given
 (as in ``synthetic_dataset``).
@@ -68,6 +70,9 @@ def parse_args(argv=None):
     parser.add_argument("--arch", default="pix2pix", choices=("pix2pix", "restoration"),
                         help="pix2pix: the fixed configuration that judges renderers; restoration: the "
                         "mask-guided generator, for the generator ablation")
+    parser.add_argument("--renderer-commit", metavar="REV",
+                        help="draw the drops with keras_derain/data/raindrops.py as of this commit (its defaults), "
+                             "through today's pipeline; needs --lens-fraction 0 and no --options")
     parser.add_argument("--config", default="{}",
                         help="preset overrides as JSON (e.g. '{\"ssim_weight\": 0}'), for ablations")
     return parser.parse_args(argv)
@@ -91,8 +96,39 @@ def train_config(arch="pix2pix", seed=0, overrides=None):
     return resolve(config.pop("arch"), **config)
 
 
+def legacy_renderer(rev):
+    """``render_raindrops`` of ``keras_derain/data/raindrops.py`` as of commit ``rev`` (read with ``git show``).
+
+    It is called the way today's ``synthetic_dataset`` calls the renderer, with
+    the old module's default options; the wide-view arguments it did not have
+    (``environment``, ``window``) and today's options are dropped.
+
+    Raises:
+        ValueError: ``rev`` is unknown or has no such file (the message names it).
+    """
+    import types
+
+    import tensorflow as tf
+
+    result = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:keras_derain/data/raindrops.py"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ValueError(f"--renderer-commit {rev}: no keras_derain/data/raindrops.py there ({result.stderr.strip()})")
+    module = types.ModuleType(f"raindrops_{rev}")
+    exec(compile(result.stdout, f"{rev}:keras_derain/data/raindrops.py", "exec"), module.__dict__)
+
+    @tf.autograph.experimental.do_not_convert  # its source is not a file AutoGraph can read; plain TF ops
+    def render_raindrops(clean, *, seed, reference_side=None, return_mask=False, **_today):
+        return module.render_raindrops(clean, seed=seed, reference_side=reference_side, return_mask=return_mask)
+
+    return render_raindrops
+
+
 def train_generator(paths, options, seed, steps, lens_fraction=None, config=None, lens_options=None,
-                    reference_side=480, lens_reference_side=None, sky_fraction=0.0):
+                    reference_side=480, lens_reference_side=None, sky_fraction=0.0, renderer_commit=None):
+    import contextlib
+    from unittest import mock
+
     import keras
 
     from keras_derain.data.synthetic import synthetic_dataset
@@ -101,12 +137,19 @@ def train_generator(paths, options, seed, steps, lens_fraction=None, config=None
     config = config or train_config(seed=seed)
     keras.utils.set_random_seed(seed)
     gan = build_gan(config)
-    train = synthetic_dataset(
-        paths, crop_size=config["crop_size"], batch_size=config["batch_size"], seed=seed,
-        raindrop_options=options or None,
-        lens_fraction=lens_fraction, return_mask=wants_mask(config), lens_options=lens_options or None,
-        reference_side=reference_side, lens_reference_side=lens_reference_side, sky_fraction=sky_fraction,
-    )
+    swap = contextlib.nullcontext()
+    if renderer_commit:
+        from keras_derain.data import synthetic
+
+        # The map is traced when the dataset is built, so the swap need only last that long.
+        swap = mock.patch.object(synthetic.raindrops, "render_raindrops", legacy_renderer(renderer_commit))
+    with swap:
+        train = synthetic_dataset(
+            paths, crop_size=config["crop_size"], batch_size=config["batch_size"], seed=seed,
+            raindrop_options=options or None,
+            lens_fraction=lens_fraction, return_mask=wants_mask(config), lens_options=lens_options or None,
+            reference_side=reference_side, lens_reference_side=lens_reference_side, sky_fraction=sky_fraction,
+        )
     started = time.perf_counter()
     gan.fit(train, epochs=1, steps_per_epoch=steps, verbose=0)
     return gan.generator, time.perf_counter() - started, config
@@ -153,7 +196,8 @@ def append_row(path, row):
         model, base = row[real_set]["model"], row[real_set]["input"]
         cells.append(f"{model['psnr_y']:.2f} / {model['ssim_y']:.4f}")
         cells.append(f"{model['psnr_y'] - base['psnr_y']:+.2f} dB / {model['ssim_y'] - base['ssim_y']:+.4f}")
-    cells += [f"{row['train_seconds']:.0f}", f"`{json.dumps({**row['options'], **row.get('config', {})})}`"]
+    arch = {"arch": row["arch"]} if row.get("arch", "pix2pix") != "pix2pix" else {}
+    cells += [f"{row['train_seconds']:.0f}", f"`{json.dumps({**arch, **row['options'], **row.get('config', {})})}`"]
     # The row goes at the end of the first table, before any notes below it.
     lines = path.read_text().splitlines(keepends=True)
     table = [index for index, line in enumerate(lines) if line.startswith("|")]
@@ -172,6 +216,10 @@ def main(argv=None):
     options = json.loads(args.options)
     lens_options = json.loads(args.lens_options)
     paths = clean_photos(args.clean)
+    if args.renderer_commit and (options or lens_options or args.lens_fraction != 0 or args.sky_fraction):
+        print("error: --renderer-commit draws the old renderer's defaults alone: give --lens-fraction 0 and no "
+              "--options, --lens-options or --sky-fraction", file=sys.stderr)
+        return 2
     if not paths:
         print(f"error: --clean {args.clean}: no photos", file=sys.stderr)
         return 2
@@ -183,7 +231,7 @@ def main(argv=None):
         config = train_config(args.arch, args.seed, json.loads(args.config))
         generator, seconds, _ = train_generator(paths, options, args.seed, args.steps, args.lens_fraction, config,
                                                 lens_options, args.reference_side, args.lens_reference_side,
-                                                args.sky_fraction)
+                                                args.sky_fraction, args.renderer_commit)
     row = {"label": args.label, "seed": args.seed, "steps": args.steps, "commit": trained_at,
            "arch": args.arch, "config": json.loads(args.config),
            "options": {**options, **({"lens_fraction": args.lens_fraction} if args.lens_fraction is not None else {}),
@@ -191,7 +239,8 @@ def main(argv=None):
                        **({"reference_side": args.reference_side} if args.reference_side != 480 else {}),
                        **({"lens_reference_side": args.lens_reference_side}
                           if args.lens_reference_side is not None else {}),
-                       **({"sky_fraction": args.sky_fraction} if args.sky_fraction else {})},
+                       **({"sky_fraction": args.sky_fraction} if args.sky_fraction else {}),
+                       **({"renderer_commit": args.renderer_commit} if args.renderer_commit else {})},
            "train_seconds": seconds, "photos": len(paths), "machine": describe(),
            "date": time.strftime("%Y-%m-%d %H:%M")}
     with tempfile.TemporaryDirectory() as scratch:
