@@ -70,6 +70,9 @@ def parse_args(argv=None):
     parser.add_argument("--arch", default="pix2pix", choices=("pix2pix", "restoration"),
                         help="pix2pix: the fixed configuration that judges renderers; restoration: the "
                         "mask-guided generator, for the generator ablation")
+    parser.add_argument("--crop-view", action="store_true",
+                        help="drops refract a view of the crop alone, not of the whole photo (synthetic_dataset "
+                             "wide_view=False)")
     parser.add_argument("--renderer-commit", metavar="REV",
                         help="draw the drops with keras_derain/data/raindrops.py as of this commit (its defaults), "
                              "through today's pipeline; needs --lens-fraction 0 and no --options")
@@ -125,7 +128,8 @@ def legacy_renderer(rev):
 
 
 def train_generator(paths, options, seed, steps, lens_fraction=None, config=None, lens_options=None,
-                    reference_side=480, lens_reference_side=None, sky_fraction=0.0, renderer_commit=None):
+                    reference_side=480, lens_reference_side=None, sky_fraction=0.0, renderer_commit=None,
+                    wide_view=True):
     import contextlib
     from unittest import mock
 
@@ -149,6 +153,7 @@ def train_generator(paths, options, seed, steps, lens_fraction=None, config=None
             raindrop_options=options or None,
             lens_fraction=lens_fraction, return_mask=wants_mask(config), lens_options=lens_options or None,
             reference_side=reference_side, lens_reference_side=lens_reference_side, sky_fraction=sky_fraction,
+            wide_view=wide_view,
         )
     started = time.perf_counter()
     gan.fit(train, epochs=1, steps_per_epoch=steps, verbose=0)
@@ -231,7 +236,8 @@ def main(argv=None):
         config = train_config(args.arch, args.seed, json.loads(args.config))
         generator, seconds, _ = train_generator(paths, options, args.seed, args.steps, args.lens_fraction, config,
                                                 lens_options, args.reference_side, args.lens_reference_side,
-                                                args.sky_fraction, args.renderer_commit)
+                                                args.sky_fraction, args.renderer_commit,
+                                                not args.crop_view)
     row = {"label": args.label, "seed": args.seed, "steps": args.steps, "commit": trained_at,
            "arch": args.arch, "config": json.loads(args.config),
            "options": {**options, **({"lens_fraction": args.lens_fraction} if args.lens_fraction is not None else {}),
@@ -240,7 +246,8 @@ def main(argv=None):
                        **({"lens_reference_side": args.lens_reference_side}
                           if args.lens_reference_side is not None else {}),
                        **({"sky_fraction": args.sky_fraction} if args.sky_fraction else {}),
-                       **({"renderer_commit": args.renderer_commit} if args.renderer_commit else {})},
+                       **({"renderer_commit": args.renderer_commit} if args.renderer_commit else {}),
+                       **({"wide_view": False} if args.crop_view else {})},
            "train_seconds": seconds, "photos": len(paths), "machine": describe(),
            "date": time.strftime("%Y-%m-%d %H:%M")}
     with tempfile.TemporaryDirectory() as scratch:

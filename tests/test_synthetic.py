@@ -132,3 +132,29 @@ def test_lens_fraction_is_checked_and_mixes_styles(tmp_path):
     from_lens = sum(np.array_equal(a, b) for a, b in zip(mixed, lens))
     from_window = sum(np.array_equal(a, b) for a, b in zip(mixed, window))
     assert from_lens + from_window == 8 and from_lens >= 1 and from_window >= 1, (from_lens, from_window)
+
+
+def test_wide_view_gives_the_renderer_the_whole_photo_and_crop_view_the_crop_alone(tmp_path):
+    from unittest import mock
+
+    from keras_derain.data import synthetic
+
+    folder = write_images(tmp_path / "clean", count=2)
+    seen = {}
+    for wide in (True, False):
+        calls = []
+        real = raindrops.render_raindrops
+
+        def spy(*args, **kwargs):
+            calls.append(kwargs)
+            return real(*args, **kwargs)
+
+        with mock.patch.object(synthetic.raindrops, "render_raindrops", spy):
+            dataset = synthetic_dataset(folder, crop_size=32, batch_size=2, seed=4, wide_view=wide,
+                                        raindrop_options={"dry_fraction": 0.0, "density": 0.6}, reference_side=None)
+        seen[wide] = take(dataset, 1)[0]
+        assert calls and all((call["environment"] is None) == (not wide) for call in calls)
+        assert all((call["window"] is None) == (not wide) for call in calls)
+    np.testing.assert_array_equal(seen[True][1], seen[False][1])       # the same crops
+    assert not np.array_equal(seen[True][0], seen[True][1])            # with drops
+    assert not np.array_equal(seen[True][0], seen[False][0])           # drops that see other things

@@ -109,6 +109,7 @@ def synthetic_dataset(
     sky_fraction=0.0,
     storm_share=None,
     lens_storm_share=None,
+    wide_view=True,
 ):
     """A ``tf.data.Dataset`` of ``(rainy, clean)`` batches with raindrops rendered on the fly.
 
@@ -162,6 +163,10 @@ def synthetic_dataset(
         lens_storm_share: the same for the lens batches' skies (``None``: as
             ``storm_share``). With 0 for ``storm_share``, only the lens batches
             see storms.
+        wide_view: the drops refract a view of the whole photo (the default,
+            as real drops do: a crop's drops see the sky above it). ``False``:
+            a view of the crop alone, mirrored at its borders, as the
+            first-generation renderer drew them (for comparisons).
         return_mask: also yield the renderer's exact drop mask,
             ``(rainy, clean, mask)`` with mask ``[batch, crop, crop, 1]`` in [0, 1]
             (0 exactly where rainy == clean), to supervise a mask head.
@@ -225,7 +230,8 @@ def synthetic_dataset(
     def render(style_options, side, clean, environment, window, drop_seed):
         return raindrops.render_raindrops(
             clean, seed=drop_seed, options=style_options, reference_side=side,
-            environment=environment, window=window, return_mask=True,
+            environment=environment if wide_view else None, window=window if wide_view else None,
+            return_mask=True,
         )
 
     def add_drops(clean, environment, window, batch_seeds):
