@@ -242,6 +242,30 @@ def test_wash_halo_blends_the_surround_toward_one_light_and_lifts_dark_pixels_mo
         RaindropOptions(halo_mode="cap")
 
 
+def test_batch_focus_blurs_every_drop_of_the_call_by_one_tent_kernel():
+    from keras_derain.data.raindrops import _tent_blur
+
+    clean = clean_batch(count=3, height=64, width=64)
+    common = dict(seed=4, return_mask=True, dry_fraction=0.0, glow=0.0, density=0.3)
+    sharp = render_raindrops(clean, blur_range=(0.0, 0.0), **common)[1]
+    # Without blur the two modes draw the same drops.
+    np.testing.assert_allclose(render_raindrops(clean, blur_range=(0.0, 0.0), focus="batch", **common)[1], sharp)
+    # With one radius (0.05 of 64 px: 3 px), every image's mask is the sharp one under the same tent.
+    rainy, mask = render_raindrops(clean, blur_range=(0.05, 0.05), focus="batch", **common)
+    np.testing.assert_allclose(mask.numpy(), _tent_blur(sharp, 3).numpy(), atol=1e-6)
+    # Today's focus varies per drop, so it is not that kernel.
+    per_drop = render_raindrops(clean, blur_range=(0.05, 0.05), **common)[1].numpy()
+    assert np.abs(per_drop - mask.numpy()).max() > 0.05
+    outside = mask.numpy()[..., 0] == 0.0
+    assert outside.any()
+    np.testing.assert_array_equal(rainy.numpy()[outside], clean[outside])
+    np.testing.assert_array_equal(
+        rainy.numpy(), render_raindrops(clean, blur_range=(0.05, 0.05), focus="batch", **common)[0].numpy()
+    )
+    with pytest.raises(ValueError, match="focus"):
+        RaindropOptions(focus="drop")
+
+
 def test_capped_halo_is_the_gain_stopped_at_the_wash_light():
     # Lifted toward white so that the plain gain passes the light somewhere.
     clean = 0.3 + 0.7 * clean_batch(count=3, height=64, width=64)

@@ -142,6 +142,11 @@ class RaindropOptions:
             to white (a model taught on the plain gain darkens near-white dry
             ground beside drops, ``benchmarks/results/restoration.md``,
             session 18).
+        focus: how the defocus blur is drawn. ``"image"`` (the default): each
+            image draws its focus from ``blur_range`` and each drop varies it,
+            as above. ``"batch"``: one radius for the whole call and one tent
+            kernel for every drop, as the first renderer (5781748) drew it; kept
+            to compare the two in ``benchmarks/sim2real.py``.
 
     Example:
         >>> options = RaindropOptions(density=0.6)
@@ -172,6 +177,7 @@ class RaindropOptions:
     halo: float = 0.0
     halo_reach: float = 0.02
     halo_mode: str = "gain"
+    focus: str = "image"
 
     def __post_init__(self):
         _check_number("density", self.density, 0.0, 1.0)
@@ -198,9 +204,12 @@ class RaindropOptions:
         _check_number("halo_reach", self.halo_reach, 0.0, 0.1)
         if self.halo_mode not in _HALO_MODES:
             raise ValueError(f"raindrop option halo_mode must be one of {_HALO_MODES}, got {self.halo_mode!r}")
+        if self.focus not in _FOCUS_MODES:
+            raise ValueError(f"raindrop option focus must be one of {_FOCUS_MODES}, got {self.focus!r}")
 
 
 _HALO_MODES = ("gain", "wash", "capped")
+_FOCUS_MODES = ("image", "batch")
 
 
 def _check_number(name, value, low, high):
@@ -429,7 +438,16 @@ def _drop_layers(clean, environment, window, seed, options, short_side):
         wet = tf.cast(tf.random.stateless_uniform([batch], seeds[-1]) >= options.dry_fraction, tf.float32)
         alpha = alpha * wet[:, None, None]
     alpha = alpha[..., None]
-    layers = _defocus(tf.concat([alpha * drops, alpha], axis=-1), alpha, blur, options.blur_range[1] * short_side)
+    layers = tf.concat([alpha * drops, alpha], axis=-1)
+    if options.focus == "batch":
+        # One radius and one tent kernel for the whole call (the first renderer's defocus).
+        radius = tf.random.stateless_uniform(
+            [], tf.random.experimental.stateless_fold_in(seeds[-1], 17), options.blur_range[0],
+            options.blur_range[1] + 1e-9,
+        )
+        layers = _tent_blur(layers, tf.cast(tf.round(radius * short_side), tf.int32))
+    else:
+        layers = _defocus(layers, alpha, blur, options.blur_range[1] * short_side)
     if options.glow > 0.0:
         # A wide, faint glow toward white around the drops: their defocused halo.
         reach = tf.cast(tf.round(_GLOW_REACH * short_side), tf.int32)
